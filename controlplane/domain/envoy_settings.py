@@ -1,0 +1,72 @@
+"""Per-service Envoy knobs: how Envoy itself protects and balances a service's pods.
+
+These shape the Cluster and the routes xDS builds for the service. Defaults are safe for a
+stateful service: no retries onto another pod after a request reached one (its state is there),
+outlier detection on, Envoy's own active checks off (the control plane's checks feed each
+endpoint's health status instead).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OutlierDetectionSettings(BaseModel):
+    """Passive ejection of pods that answer with errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    consecutive_5xx: int = Field(default=5, ge=1)
+    consecutive_gateway_failure: int = Field(default=5, ge=1)
+    interval_s: float = Field(default=10.0, gt=0)
+    base_ejection_time_s: float = Field(default=30.0, gt=0)
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+
+class ActiveHealthCheckSettings(BaseModel):
+    """Envoy's own HTTP probes of every pod (opt-in)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(default="/health", pattern=r"^/[\x21-\x7e]*$")
+    interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+
+
+class CircuitBreakerSettings(BaseModel):
+    """Limits on what Envoy sends to the whole service at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=1)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class RetrySettings(BaseModel):
+    """Envoy's retry policy on the service's routes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Only failures before a pod saw the request: retrying a request a pod has started could
+    # apply it twice to that pod's state.
+    retry_on: str = Field(default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$")
+    num_retries: int = Field(default=2, ge=0, le=10)
+    per_try_timeout_s: float | None = Field(default=None, gt=0)
+
+
+class EnvoyClusterSettings(BaseModel):
+    """Everything Envoy-specific about one service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    # Whole-request timeout on the service's routes; 0 disables it.
+    route_timeout_s: float = Field(default=15.0, ge=0)
+    outlier_detection: OutlierDetectionSettings | None = OutlierDetectionSettings()
+    active_health_check: ActiveHealthCheckSettings | None = None
+    circuit_breakers: CircuitBreakerSettings = CircuitBreakerSettings()
+    retry: RetrySettings = RetrySettings()

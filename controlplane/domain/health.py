@@ -1,0 +1,186 @@
+"""The pod health lifecycle: every state and every transition lives here.
+
+Rules:
+- HEALTHY takes new users. A failed check makes it SUSPECT; a SUSPECT pod still takes users,
+  a passed check makes it HEALTHY again.
+- ``unhealthy_threshold`` consecutive failed checks, an Envoy outlier ejection, or an operator's
+  ``fail`` make a pod *failed*: DOWN (checks or operator) or EJECTED (Envoy's outlier detection).
+  Entering a failed state from a serving one is a *failure*: its users are moved elsewhere.
+- A failed pod that passes a check becomes RECOVERING; ``healthy_threshold`` consecutive passes
+  (more for a pod that flaps, see ``recovery_passes``) make it HEALTHY again (a *recovery*).
+  A failed check while RECOVERING sends it back to DOWN without a second failure.
+- An operator's ``drain`` makes any pod DRAINING: no new users, bound users keep it.
+  Checks never un-drain it, but failing checks or an ejection take it to DOWN/EJECTED (a failure:
+  its remaining users must move). Only an operator's ``recover`` ends a drain.
+- An operator's ``recover`` makes any pod HEALTHY at once.
+- Envoy un-ejecting a pod counts as one passed check (Envoy may un-eject a pod that answers
+  its health check while failing real requests, so it never skips RECOVERING).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PodState(StrEnum):
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"
+    EJECTED = "ejected"
+    DRAINING = "draining"
+    DOWN = "down"
+    RECOVERING = "recovering"
+
+
+class HealthSignal(StrEnum):
+    CHECK_PASSED = "check_passed"
+    CHECK_FAILED = "check_failed"
+    EJECTED = "ejected"
+    UNEJECTED = "unejected"
+    DRAIN = "drain"
+    FAIL = "fail"
+    RECOVER = "recover"
+
+
+# New users go only to these states.
+ACCEPTS_NEW_USERS = frozenset({PodState.HEALTHY, PodState.SUSPECT})
+# Users already bound stay on a pod in these states.
+KEEPS_BOUND_USERS = frozenset({PodState.HEALTHY, PodState.SUSPECT, PodState.DRAINING})
+FAILED = frozenset({PodState.EJECTED, PodState.DOWN})
+
+# A pod that failed this many times inside FLAP_WINDOW_S needs proportionally more passes.
+FLAP_WINDOW_S = 300.0
+MAX_RECOVERY_FACTOR = 4
+
+
+class PodHealth(BaseModel):
+    """A pod's place in the lifecycle, persisted with the pod."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: PodState = PodState.HEALTHY
+    since: float = 0.0
+    passes: int = Field(default=0, ge=0)
+    failures: int = Field(default=0, ge=0)
+    # Times of recent failures, oldest first, for flap damping.
+    recent_failures: tuple[float, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    healthy: int = 2
+    unhealthy: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The outcome of one signal: the new health and what the caller must do about it."""
+
+    before: PodState
+    health: PodHealth
+    failed: bool = False  # the pod just failed: move its users
+    recovered: bool = False  # the pod is serving again
+
+    @property
+    def changed(self) -> bool:
+        return self.before is not self.health.state
+
+
+def recovery_passes(health: PodHealth, thresholds: Thresholds, now: float) -> int:
+    """Passes a failed pod needs before it is HEALTHY again; flapping pods need more."""
+    recent = sum(1 for t in health.recent_failures if now - t <= FLAP_WINDOW_S)
+    return thresholds.healthy * min(max(recent, 1), MAX_RECOVERY_FACTOR)
+
+
+def apply_signal(
+    health: PodHealth,
+    signal: HealthSignal,
+    now: float,
+    thresholds: Thresholds = Thresholds(),
+    reason: str = "",
+) -> Transition:
+    """Apply one health signal to a pod and return its new health (pure)."""
+    state = health.state
+    if signal is HealthSignal.RECOVER:
+        return _to(health, PodState.HEALTHY, now, reason, recovered=state is not PodState.HEALTHY)
+    if signal is HealthSignal.DRAIN:
+        if state is PodState.DRAINING:
+            return Transition(state, health)
+        return _to(health, PodState.DRAINING, now, reason)
+    if signal is HealthSignal.FAIL:
+        return _fail(health, PodState.DOWN, now, reason)
+    if signal is HealthSignal.EJECTED:
+        return _fail(health, PodState.EJECTED, now, reason)
+    if signal in (HealthSignal.CHECK_PASSED, HealthSignal.UNEJECTED):
+        return _passed(health, now, thresholds, reason)
+    return _check_failed(health, now, thresholds, reason)
+
+
+def _passed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) -> Transition:
+    state = health.state
+    if state in (PodState.HEALTHY, PodState.SUSPECT):
+        return _to(health, PodState.HEALTHY, now, reason, passes=health.passes + 1)
+    if state is PodState.DRAINING:
+        return Transition(
+            state, health.model_copy(update={"passes": health.passes + 1, "failures": 0})
+        )
+    passes = health.passes + 1 if state is PodState.RECOVERING else 1
+    if passes >= recovery_passes(health, thresholds, now):
+        return _to(health, PodState.HEALTHY, now, reason, passes=passes, recovered=True)
+    return _to(health, PodState.RECOVERING, now, reason, passes=passes)
+
+
+def _check_failed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) -> Transition:
+    state = health.state
+    failures = health.failures + 1
+    if state in FAILED:
+        return Transition(state, health.model_copy(update={"failures": failures, "passes": 0}))
+    if state is PodState.RECOVERING:
+        # Back to DOWN without a second failure: it took no users while recovering.
+        return _to(health, PodState.DOWN, now, reason, failures=failures)
+    if failures >= thresholds.unhealthy:
+        return _fail(health, PodState.DOWN, now, reason)
+    if state is PodState.DRAINING:
+        return Transition(state, health.model_copy(update={"failures": failures, "passes": 0}))
+    return _to(health, PodState.SUSPECT, now, reason, failures=failures)
+
+
+def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Transition:
+    if health.state in FAILED or health.state is PodState.RECOVERING:
+        # Already failed (its users were moved then): only the state's name may change.
+        return _to(health, target, now, reason, failures=health.failures + 1)
+    recent = (*(t for t in health.recent_failures if now - t <= FLAP_WINDOW_S), now)
+    new = PodHealth(
+        state=target,
+        since=now,
+        failures=health.failures + 1,
+        recent_failures=recent[-MAX_RECOVERY_FACTOR:],
+        reason=reason,
+    )
+    return Transition(health.state, new, failed=True)
+
+
+def _to(
+    health: PodHealth,
+    target: PodState,
+    now: float,
+    reason: str,
+    *,
+    passes: int = 0,
+    failures: int = 0,
+    recovered: bool = False,
+) -> Transition:
+    since = health.since if target is health.state else now
+    new = health.model_copy(
+        update={
+            "state": target,
+            "since": since,
+            "passes": passes,
+            "failures": failures,
+            "reason": reason or health.reason if target is health.state else reason,
+        }
+    )
+    return Transition(health.state, new, recovered=recovered)

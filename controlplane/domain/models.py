@@ -1,0 +1,206 @@
+"""The domain's data: services, pods, load, bindings, failover events, route requests.
+
+Pydantic models here are the shapes that cross an edge (HTTP, Redis, config); hot-path values
+(bindings) are plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from controlplane.domain.envoy_settings import EnvoyClusterSettings
+from controlplane.domain.health import ACCEPTS_NEW_USERS, KEEPS_BOUND_USERS, PodHealth, PodState
+from controlplane.domain.names import ServiceKey, check_name, check_uid
+
+Namespace = Annotated[str, AfterValidator(lambda v: check_name("namespace", v))]
+ServiceName = Annotated[str, AfterValidator(lambda v: check_name("service", v))]
+Uid = Annotated[str, AfterValidator(check_uid)]
+PodIndex = Annotated[int, Field(ge=0, strict=True)]
+
+
+class Strategy(StrEnum):
+    """How a new user is placed on a pod."""
+
+    ROUND_ROBIN = "round_robin"
+    LEAST_CONNECTIONS = "least_connections"
+    WEIGHTED_ROUND_ROBIN = "weighted_round_robin"
+    LEAST_RESPONSE_TIME = "least_response_time"
+    POWER_OF_TWO = "power_of_two"
+    BOUNDED_HASH = "bounded_hash"
+
+
+class HealthCheckSettings(BaseModel):
+    """The control plane's own active health checks of a service's pods."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = "/health"
+    interval_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Strategy.BOUNDED_HASH
+    uid_header: str = Field(default="x-uid", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    # A binding unused this long is forgotten (the user is placed afresh next time).
+    binding_idle_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Bounded-load hashing: no pod takes more than this factor times its fair share.
+    hash_balance_factor: float = Field(default=1.25, gt=1.0, le=4.0)
+    health_check: HealthCheckSettings = HealthCheckSettings()
+    envoy: EnvoyClusterSettings = EnvoyClusterSettings()
+
+
+class Service(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Namespace
+    name: ServiceName
+    settings: ServiceSettings = ServiceSettings()
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.namespace, self.name)
+
+
+class LoadReport(BaseModel):
+    """What a pod (or Envoy's stats) says about its load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active_requests: int = Field(default=0, ge=0)
+    active_connections: int = Field(default=0, ge=0)
+    response_time_ms: float = Field(default=0.0, ge=0)  # EWMA
+    load_state: int = Field(default=0, ge=0, le=100)  # the seed's 0-100 load figure
+    reported_at: float = 0.0
+
+
+class Pod(BaseModel):
+    """One replica of a service. Index 0 is a pod like any other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: PodIndex
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=1, le=1000)
+    health: PodHealth = PodHealth()
+    load: LoadReport = LoadReport()
+
+    @property
+    def state(self) -> PodState:
+        return self.health.state
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def accepts_new_users(self) -> bool:
+        return self.health.state in ACCEPTS_NEW_USERS
+
+    @property
+    def keeps_bound_users(self) -> bool:
+        return self.health.state in KEEPS_BOUND_USERS
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A user bound to a pod."""
+
+    uid: str
+    pod: int
+    bound_at: float
+    last_seen: float | None = None
+
+
+class FailoverType(StrEnum):
+    POD_FAILURE = "POD_FAILURE"
+    POD_RECOVERY = "POD_RECOVERY"
+    USER_MIGRATED = "USER_MIGRATED"
+    POD_DRAINED = "POD_DRAINED"
+
+
+SAMPLE_SIZE = 10
+
+
+class FailoverEvent(BaseModel):
+    """One entry of a service's failover history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: float
+    type: FailoverType
+    namespace: str
+    service: str
+    pod: int
+    reason: str = ""
+    affected_users: int = 0
+    sample: list[str] = Field(default_factory=list, max_length=SAMPLE_SIZE)
+    to_pods: dict[int, int] = Field(default_factory=dict)  # target pod -> users moved there
+
+
+class RouteRequest(BaseModel):
+    """The seed's RouteRequest: which pod should serve this user?"""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    namespace: Namespace
+    service_name: ServiceName = Field(alias="service")
+    uid: Uid
+    strategy: Strategy | None = None  # None: the service's own strategy
+    priority: int = 0
+
+
+class PodStatus(BaseModel):
+    """The seed's PodHealthStatus, widened with what an operator needs to see."""
+
+    pod_index: int
+    address: str
+    state: PodState
+    is_healthy: bool
+    weight: int
+    last_change: float
+    reason: str
+    response_time_ms: float
+    error_count: int
+    load_state: int
+    active_requests: int
+    active_connections: int
+    bound_users: int
+
+
+class RouteResult(BaseModel):
+    pod_index: int
+    address: str
+    strategy: Strategy
+    load_state: int
+    new_binding: bool
+    health_status: PodState
+
+
+class HealthReport(BaseModel):
+    """Input of update_pod_health: one observation of a pod's health."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    is_healthy: bool
+    response_time_ms: float | None = Field(default=None, ge=0)
+    reason: str = Field(default="", max_length=512)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """Everything xDS needs to know about one service at one moment."""
+
+    service: Service
+    pods: tuple[Pod, ...]
+    # uid -> pod for users whose routes Envoy should carry (filled by the sticky-routing work).
+    routes: tuple[tuple[str, int], ...] = ()

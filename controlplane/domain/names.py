@@ -1,0 +1,56 @@
+"""Validation of the names that end up in Redis keys, Envoy config and HTTP headers."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from controlplane.errors import InvalidInput
+
+MAX_NAME_LENGTH = 256
+# Namespaces and services become Envoy cluster names and Redis hash tags: no braces, no '/'.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# A uid travels in an HTTP header and a Redis hash field: visible ASCII only (no CR/LF, no space).
+_UID = re.compile(r"[\x21-\x7e]+")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return ``value`` if it is a valid namespace or service name, else raise InvalidInput."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise InvalidInput(f"{kind} must be 1 to {MAX_NAME_LENGTH} characters", field=kind)
+    if not _NAME.fullmatch(value):
+        raise InvalidInput(
+            f"{kind} may hold only letters, digits, '.', '_' and '-' and must start with a "
+            "letter or digit",
+            field=kind,
+        )
+    return value
+
+
+def check_uid(value: str) -> str:
+    """Return ``value`` if it is a valid user id, else raise InvalidInput."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LENGTH:
+        raise InvalidInput(f"uid must be 1 to {MAX_NAME_LENGTH} characters", field="uid")
+    if not _UID.fullmatch(value):
+        raise InvalidInput("uid may hold only visible ASCII characters", field="uid")
+    return value
+
+
+def check_pod_index(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput("pod index must be a whole number >= 0", field="pod")
+    return value
+
+
+class ServiceKey(NamedTuple):
+    """Identifies a service: ``namespace/name``."""
+
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, namespace: str, name: str) -> ServiceKey:
+        return cls(check_name("namespace", namespace), check_name("service", name))
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
