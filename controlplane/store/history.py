@@ -1,0 +1,28 @@
+"""Failover history: a capped Redis list per service, newest first."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from redis.asyncio import Redis
+
+from controlplane.domain import FailoverEvent
+from controlplane.store.keys import ServiceKeys
+
+
+class FailoverHistory:
+    def __init__(self, redis: Redis, cap: int = 100) -> None:
+        self._redis = redis
+        self.cap = cap
+
+    async def record(self, keys: ServiceKeys, event: FailoverEvent) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.events, event.model_dump_json())
+            pipe.ltrim(keys.events, 0, self.cap - 1)
+            await pipe.execute()
+
+    async def recent(self, keys: ServiceKeys, limit: int | None = None) -> list[FailoverEvent]:
+        """Events newest first, at most ``limit`` (default: all kept)."""
+        count = self.cap if limit is None else min(limit, self.cap)
+        raw = cast(list[str], await self._redis.lrange(keys.events, 0, count - 1))
+        return [FailoverEvent.model_validate_json(item) for item in raw]

@@ -1,0 +1,48 @@
+"""The Redis key layout (documented in docs/redis-keys.md).
+
+Every key of one service carries the hash tag ``{namespace/name}``, so all of a service's keys
+live in one Redis Cluster slot and its scripts and transactions stay single-slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controlplane.domain import ServiceKey
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceKeys:
+    """Names of the Redis keys of one service."""
+
+    service: str  # STRING: the Service as JSON
+    pods: str  # HASH: pod index -> Pod (without load) as JSON
+    loads: str  # HASH: pod index -> LoadReport as JSON
+    bindings: str  # HASH: uid -> "<pod>|<bound_at>"
+    last_seen: str  # ZSET: uid scored by last use (unix seconds)
+    pod_users_prefix: str  # SET per pod: <prefix><index> -> uids bound there
+    events: str  # LIST: FailoverEvent JSON, newest first, capped
+
+    def pod_users(self, index: int) -> str:
+        return f"{self.pod_users_prefix}{index}"
+
+
+class KeySpace:
+    """Builds key names under one configurable prefix."""
+
+    def __init__(self, prefix: str = "sr") -> None:
+        self.prefix = prefix
+        self.services = f"{prefix}:services"  # SET of "namespace/name"
+        self.leases = f"{prefix}:lease"
+
+    def of(self, key: ServiceKey) -> ServiceKeys:
+        base = f"{self.prefix}:{{{key.namespace}/{key.name}}}"
+        return ServiceKeys(
+            service=f"{base}:svc",
+            pods=f"{base}:pods",
+            loads=f"{base}:load",
+            bindings=f"{base}:b",
+            last_seen=f"{base}:seen",
+            pod_users_prefix=f"{base}:p:",
+            events=f"{base}:events",
+        )

@@ -1,0 +1,107 @@
+"""Services, their pods and the pods' load reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from controlplane.domain import LoadReport, Pod, Service, ServiceKey
+from controlplane.store.keys import KeySpace, ServiceKeys
+
+T = TypeVar("T")
+
+_MAX_CAS_ATTEMPTS = 50
+
+
+class ServiceRegistry:
+    def __init__(self, redis: Redis, keyspace: KeySpace) -> None:
+        self._redis = redis
+        self._keyspace = keyspace
+
+    async def service_keys(self) -> list[ServiceKey]:
+        members = cast(set[str], await self._redis.smembers(self._keyspace.services))
+        return sorted(ServiceKey(*m.split("/", 1)) for m in members)
+
+    async def put_service(self, service: Service) -> None:
+        keys = self._keyspace.of(service.key)
+        await self._redis.set(keys.service, service.model_dump_json())
+        await self._redis.sadd(self._keyspace.services, str(service.key))
+
+    async def get_service(self, key: ServiceKey) -> Service | None:
+        raw = cast(str | None, await self._redis.get(self._keyspace.of(key).service))
+        return None if raw is None else Service.model_validate_json(raw)
+
+    async def delete_service(self, key: ServiceKey) -> None:
+        """Forget a service and everything stored under its hash tag."""
+        keys = self._keyspace.of(key)
+        await self._redis.srem(self._keyspace.services, str(key))
+        pods = cast(list[str], await self._redis.hkeys(keys.pods))
+        await self._redis.delete(
+            keys.service,
+            keys.pods,
+            keys.loads,
+            keys.bindings,
+            keys.last_seen,
+            keys.events,
+            *(keys.pod_users(int(p)) for p in pods),
+        )
+
+    async def pods(self, keys: ServiceKeys) -> dict[int, Pod]:
+        """Pods by index, each with its last load report."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.pods)
+            pipe.hgetall(keys.loads)
+            raw_pods, raw_loads = await pipe.execute()
+        pods: dict[int, Pod] = {}
+        for index, raw in raw_pods.items():
+            pod = Pod.model_validate_json(raw)
+            load = raw_loads.get(index)
+            if load is not None:
+                pod = pod.model_copy(update={"load": LoadReport.model_validate_json(load)})
+            pods[pod.index] = pod
+        return pods
+
+    async def put_pod(self, keys: ServiceKeys, pod: Pod) -> None:
+        await self._redis.hset(keys.pods, str(pod.index), _pod_json(pod))
+
+    async def delete_pod(self, keys: ServiceKeys, index: int) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.pods, str(index))
+            pipe.hdel(keys.loads, str(index))
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def update_pod(
+        self, keys: ServiceKeys, index: int, change: Callable[[Pod], tuple[Pod, T]]
+    ) -> tuple[Pod, T] | None:
+        """Read-modify-write one pod atomically (optimistic: retried if another writer won).
+
+        ``change`` is pure and may run more than once. Returns None if the pod does not exist.
+        """
+        field = str(index)
+        for _ in range(_MAX_CAS_ATTEMPTS):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(keys.pods)
+                    raw = await pipe.hget(keys.pods, field)
+                    if raw is None:
+                        return None
+                    pod, outcome = change(Pod.model_validate_json(raw))
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(keys.pods, field, _pod_json(pod))
+                    await pipe.execute()
+                    return pod, outcome
+                except WatchError:
+                    continue
+        raise RuntimeError(f"pod {index} kept changing under {_MAX_CAS_ATTEMPTS} attempts")
+
+    async def put_load(self, keys: ServiceKeys, index: int, load: LoadReport) -> None:
+        await self._redis.hset(keys.loads, str(index), load.model_dump_json())
+
+
+def _pod_json(pod: Pod) -> str:
+    # Load lives in its own hash so frequent reports never race with health updates.
+    return pod.model_dump_json(exclude={"load"})
