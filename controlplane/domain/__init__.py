@@ -26,6 +26,7 @@ from controlplane.domain.models import (
     ServiceSettings,
     ServiceState,
     Strategy,
+    parse,
 )
 from controlplane.domain.names import ServiceKey, check_name, check_pod_index, check_uid
 
@@ -57,4 +58,5 @@ __all__ = [
     "check_name",
     "check_pod_index",
     "check_uid",
+    "parse",
 ]

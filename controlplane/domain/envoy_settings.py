@@ -53,7 +53,9 @@ class RetrySettings(BaseModel):
 
     # Only failures before a pod saw the request: retrying a request a pod has started could
     # apply it twice to that pod's state.
-    retry_on: str = Field(default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$")
+    retry_on: str = Field(
+        default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$"
+    )
     num_retries: int = Field(default=2, ge=0, le=10)
     per_try_timeout_s: float | None = Field(default=None, gt=0)
 

@@ -139,8 +139,7 @@ def _check_failed(health: PodHealth, now: float, thresholds: Thresholds, reason:
     if state in FAILED:
         return Transition(state, health.model_copy(update={"failures": failures, "passes": 0}))
     if state is PodState.RECOVERING:
-        # Back to DOWN without a second failure: it took no users while recovering.
-        return _to(health, PodState.DOWN, now, reason, failures=failures)
+        return _fail(health, PodState.DOWN, now, reason)
     if failures >= thresholds.unhealthy:
         return _fail(health, PodState.DOWN, now, reason)
     if state is PodState.DRAINING:
@@ -149,7 +148,7 @@ def _check_failed(health: PodHealth, now: float, thresholds: Thresholds, reason:
 
 
 def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Transition:
-    if health.state in FAILED or health.state is PodState.RECOVERING:
+    if health.state in FAILED:
         # Already failed (its users were moved then): only the state's name may change.
         return _to(health, target, now, reason, failures=health.failures + 1)
     recent = (*(t for t in health.recent_failures if now - t <= FLAP_WINDOW_S), now)
@@ -160,7 +159,8 @@ def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Trans
         recent_failures=recent[-MAX_RECOVERY_FACTOR:],
         reason=reason,
     )
-    return Transition(health.state, new, failed=True)
+    # A recovering pod took no users, so failing it again moves nobody; it still counts as a flap.
+    return Transition(health.state, new, failed=health.state is not PodState.RECOVERING)
 
 
 def _to(

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.domain.health import ACCEPTS_NEW_USERS, KEEPS_BOUND_USERS, PodHealth, PodState
 from controlplane.domain.names import ServiceKey, check_name, check_uid
+from controlplane.errors import InvalidInput
 
 Namespace = Annotated[str, AfterValidator(lambda v: check_name("namespace", v))]
 ServiceName = Annotated[str, AfterValidator(lambda v: check_name("service", v))]
@@ -204,3 +205,21 @@ class ServiceState:
     pods: tuple[Pod, ...]
     # uid -> pod for users whose routes Envoy should carry (filled by the sticky-routing work).
     routes: tuple[tuple[str, int], ...] = ()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: object) -> M:
+    """Validate ``data`` as ``model``; a violation is an InvalidInput naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(part) for part in error["loc"]), "problem": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        first = problems[0]
+        raise InvalidInput(
+            f"{first['field'] or model.__name__}: {first['problem']}", problems=problems
+        ) from None

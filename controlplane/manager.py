@@ -1,0 +1,579 @@
+"""The route manager: the one API that the admin server, the miss path and xDS call.
+
+It keeps an in-memory view of each service (pods and users per pod), refreshed from Redis at
+most ``view_ttl_s`` old, and reaches Redis through coalesced calls so that concurrent requests
+share round trips. Redis is the source of truth: every decision that must agree across
+replicas (who wins a bind, whether a user is still on a failed pod) is made there atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+from controlplane.balancer import Balancer, Candidate, make_balancer
+from controlplane.coalesce import Coalescer
+from controlplane.domain import (
+    Binding,
+    FailoverEvent,
+    FailoverType,
+    HealthReport,
+    HealthSignal,
+    LoadReport,
+    Pod,
+    PodStatus,
+    RouteRequest,
+    RouteResult,
+    Service,
+    ServiceKey,
+    ServiceState,
+    Strategy,
+    Thresholds,
+    Transition,
+    apply_signal,
+    check_pod_index,
+    check_uid,
+)
+from controlplane.domain.models import SAMPLE_SIZE
+from controlplane.errors import NotBound, PodNotEligible, UnknownPod, UnknownService
+from controlplane.failover import plan_moves, rebalance_quota
+from controlplane.store import ServiceKeys, Store
+
+log = logging.getLogger("stateful_route.manager")
+
+ChangeListener = Callable[[ServiceKey], None]
+
+_MOVE_BATCH = 500
+_MAX_FAILOVER_PASSES = 5
+
+
+@dataclass(slots=True)
+class _ServiceView:
+    service: Service
+    keys: ServiceKeys
+    pods: dict[int, Pod]
+    users: dict[int, int]  # bound users per pod
+    loaded_at: float
+    balancers: dict[Strategy, Balancer] = field(default_factory=dict)
+
+    def candidates(self, exclude: int | None = None) -> list[Candidate]:
+        return [
+            Candidate.of(pod, self.users.get(index, 0))
+            for index, pod in self.pods.items()
+            if index != exclude
+        ]
+
+    def balancer(self, strategy: Strategy) -> Balancer:
+        balancer = self.balancers.get(strategy)
+        if balancer is None:
+            factor = self.service.settings.hash_balance_factor
+            balancer = self.balancers[strategy] = make_balancer(strategy, balance_factor=factor)
+        return balancer
+
+    @property
+    def thresholds(self) -> Thresholds:
+        check = self.service.settings.health_check
+        return Thresholds(healthy=check.healthy_threshold, unhealthy=check.unhealthy_threshold)
+
+
+class StatefulRouteManager:
+    """Routes users to pods, tracks pod health and moves users when pods fail or are drained."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        view_ttl_s: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._view_ttl_s = view_ttl_s
+        self._clock = clock
+        self._views: dict[ServiceKey, _ServiceView] = {}
+        self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
+        self._listeners: list[ChangeListener] = []
+        self._seen: dict[ServiceKey, dict[str, float]] = {}
+        self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
+            store.bindings.lookup_many
+        )
+        self._bind: Coalescer[ServiceKeys, tuple[str, int], tuple[int, bool]] = Coalescer(
+            lambda keys, wanted: store.bindings.bind_many(keys, wanted, self._clock())
+        )
+
+    # -- services and pods -------------------------------------------------------------
+
+    async def register_service(self, service: Service) -> Service:
+        """Create or update a service (its settings); pods are registered separately."""
+        await self.store.registry.put_service(service)
+        self._changed(service.key, forget_view=True)
+        return service
+
+    async def delete_service(self, namespace: str, service: str) -> None:
+        key = await self._known(namespace, service)
+        await self.store.registry.delete_service(key)
+        self._changed(key, forget_view=True)
+
+    async def services(self) -> list[Service]:
+        found = []
+        for key in await self.store.registry.service_keys():
+            service = await self.store.registry.get_service(key)
+            if service is not None:
+                found.append(service)
+        return found
+
+    async def upsert_pod(self, namespace: str, service: str, pod: Pod) -> Pod:
+        """Register a pod, or change its address and weight (its health is kept)."""
+        view = await self._view(await self._known(namespace, service))
+        current = view.pods.get(pod.index)
+        if current is not None:
+            pod = pod.model_copy(update={"health": current.health, "load": current.load})
+        elif pod.health.since == 0:
+            pod = pod.model_copy(
+                update={"health": pod.health.model_copy(update={"since": self._clock()})}
+            )
+        await self.store.registry.put_pod(view.keys, pod)
+        self._changed(view.service.key, forget_view=True)
+        return pod
+
+    async def remove_pod(self, namespace: str, service: str, index: int) -> FailoverEvent | None:
+        """Remove a pod; its users are moved to the other pods first."""
+        key = await self._known(namespace, service)
+        view = await self._view(key)
+        self._pod(view, index)
+        event = None
+        if view.users.get(index, 0):
+            event = await self._evacuate(view, index, "pod removed", FailoverType.POD_FAILURE)
+        await self.store.registry.delete_pod(view.keys, index)
+        self._changed(key, forget_view=True)
+        return event
+
+    async def report_load(self, namespace: str, service: str, index: int, load: LoadReport) -> None:
+        view = await self._view(await self._known(namespace, service))
+        self._pod(view, index)
+        load = load.model_copy(update={"reported_at": load.reported_at or self._clock()})
+        await self.store.registry.put_load(view.keys, index, load)
+        view.pods[index] = view.pods[index].model_copy(update={"load": load})
+
+    # -- routing ---------------------------------------------------------------------------
+
+    async def route_request(self, request: RouteRequest) -> RouteResult:
+        """The pod for this user: its binding while that pod keeps users, else a new pick."""
+        key = ServiceKey(request.namespace, request.service_name)
+        view = await self._view(key)
+        strategy = request.strategy or view.service.settings.strategy
+        uid = request.uid
+        bound = await self._lookup(view.keys, uid)
+        if bound is not None:
+            pod = view.pods.get(bound)
+            if pod is not None and pod.keeps_bound_users:
+                self._seen.setdefault(key, {})[uid] = self._clock()
+                return _result(pod, strategy, new=False)
+        target = view.balancer(strategy).pick(view.candidates(), uid)
+        winner, created = await self._place(view, uid, bound, target)
+        if created:
+            view.users[winner] = view.users.get(winner, 0) + 1
+        pod = view.pods.get(winner) or self._pod(await self._view(key, fresh=True), winner)
+        return _result(pod, strategy, new=created)
+
+    async def get_best_pod(
+        self, namespace: str, service: str, strategy: Strategy | None = None, uid: str = ""
+    ) -> int:
+        """The pod the strategy would give a new user now (nothing is bound)."""
+        view = await self._view(await self._known(namespace, service))
+        chosen = strategy or view.service.settings.strategy
+        return view.balancer(chosen).pick(view.candidates(), uid)
+
+    async def get_binding(self, namespace: str, service: str, uid: str) -> Binding:
+        view = await self._view(await self._known(namespace, service))
+        binding = await self.store.bindings.get(view.keys, check_uid(uid))
+        if binding is None:
+            raise NotBound(f"user {uid!r} is not bound", uid=uid)
+        return binding
+
+    async def unbind_user(self, namespace: str, service: str, uid: str) -> Binding:
+        view = await self._view(await self._known(namespace, service))
+        binding = await self.store.bindings.unbind(view.keys, check_uid(uid))
+        if binding is None:
+            raise NotBound(f"user {uid!r} is not bound", uid=uid)
+        view.users[binding.pod] = max(0, view.users.get(binding.pod, 0) - 1)
+        return binding
+
+    async def migrate_user(
+        self, namespace: str, service: str, uid: str, target: int, reason: str = "operator"
+    ) -> Binding:
+        """Move one user to pod ``target`` (binding it if it was not bound)."""
+        check_uid(uid)
+        view = await self._view(await self._known(namespace, service), fresh=True)
+        pod = self._pod(view, target)
+        if not pod.accepts_new_users:
+            raise PodNotEligible(
+                f"pod {target} is {pod.state.value} and takes no users", pod=target
+            )
+        before = await self._current_pod(view, uid)
+        now = self._clock()
+        if before != target:
+            await self.store.bindings.move(view.keys, [uid], target, now, only_from=None)
+            if before is not None:
+                view.users[before] = max(0, view.users.get(before, 0) - 1)
+            view.users[target] = view.users.get(target, 0) + 1
+            await self._record(
+                view,
+                FailoverType.USER_MIGRATED,
+                pod=-1 if before is None else before,
+                reason=reason,
+                users=[uid],
+                to_pods={target: 1},
+            )
+        binding = await self.store.bindings.get(view.keys, uid)
+        assert binding is not None
+        return binding
+
+    # -- health and failover ---------------------------------------------------------------
+
+    async def update_pod_health(
+        self, namespace: str, service: str, index: int, report: HealthReport
+    ) -> Transition:
+        """Feed one health observation into the pod's state machine (and fail over if due)."""
+        signal = HealthSignal.CHECK_PASSED if report.is_healthy else HealthSignal.CHECK_FAILED
+        transition = await self.signal_pod(namespace, service, index, signal, report.reason)
+        if report.response_time_ms is not None:
+            await self._fold_response_time(namespace, service, index, report.response_time_ms)
+        return transition
+
+    async def signal_pod(
+        self, namespace: str, service: str, index: int, signal: HealthSignal, reason: str = ""
+    ) -> Transition:
+        """Apply a health signal; moves the pod's users when it fails, records what happened."""
+        key = await self._known(namespace, service)
+        view = await self._view(key)
+        self._pod(view, index)
+        now = self._clock()
+        thresholds = view.thresholds
+
+        def change(pod: Pod) -> tuple[Pod, Transition]:
+            transition = apply_signal(pod.health, signal, now, thresholds, reason)
+            return pod.model_copy(update={"health": transition.health}), transition
+
+        updated = await self.store.registry.update_pod(view.keys, index, change)
+        if updated is None:
+            raise UnknownPod(f"pod {index} is not registered", pod=index)
+        pod, transition = updated
+        view.pods[index] = pod
+        if transition.changed:
+            log.info(
+                "pod_state service=%s pod=%d from=%s to=%s signal=%s reason=%r",
+                key, index, transition.before.value, pod.state.value, signal.value, reason,
+            )  # fmt: skip
+            self._changed(key)
+        if transition.failed:
+            await self._evacuate(view, index, reason or signal.value, FailoverType.POD_FAILURE)
+        elif transition.recovered:
+            await self._record(view, FailoverType.POD_RECOVERY, pod=index, reason=reason)
+        elif signal is HealthSignal.DRAIN and transition.changed:
+            users = view.users.get(index, 0)
+            await self._record(
+                view, FailoverType.POD_DRAINED, pod=index, reason=reason, count=users
+            )
+        return transition
+
+    async def handle_pod_failure(
+        self, namespace: str, service: str, index: int, reason: str = "operator"
+    ) -> FailoverEvent | None:
+        """Mark the pod DOWN and move every user it still holds to eligible pods."""
+        transition = await self.signal_pod(namespace, service, index, HealthSignal.FAIL, reason)
+        view = await self._view(await self._known(namespace, service), fresh=True)
+        if transition.failed or not view.users.get(index, 0):
+            return await self._latest_event(view, index) if transition.failed else None
+        # Already failed before, but users remain (a move was interrupted): finish the job.
+        return await self._evacuate(view, index, reason, FailoverType.POD_FAILURE)
+
+    async def drain_pod(
+        self, namespace: str, service: str, index: int, reason: str = "operator"
+    ) -> Transition:
+        """No new users for the pod; its bound users stay."""
+        return await self.signal_pod(namespace, service, index, HealthSignal.DRAIN, reason)
+
+    async def recover_pod(
+        self,
+        namespace: str,
+        service: str,
+        index: int,
+        *,
+        rebalance: bool = False,
+        reason: str = "operator",
+    ) -> Transition:
+        """Make the pod eligible again; with ``rebalance``, move it its fair share of users."""
+        transition = await self.signal_pod(namespace, service, index, HealthSignal.RECOVER, reason)
+        if rebalance:
+            view = await self._view(await self._known(namespace, service), fresh=True)
+            await self._rebalance_onto(view, index)
+        return transition
+
+    async def get_service_load_status(self, namespace: str, service: str) -> dict[int, PodStatus]:
+        view = await self._view(await self._known(namespace, service), fresh=True)
+        return {
+            index: _status(pod, view.users.get(index, 0))
+            for index, pod in sorted(view.pods.items())
+        }
+
+    async def get_failover_history(
+        self, namespace: str, service: str, limit: int | None = None
+    ) -> list[FailoverEvent]:
+        key = await self._known(namespace, service)
+        return await self.store.history.recent(self.store.keys(key), limit)
+
+    # -- state for xDS (controlplane.xds.source.StateSource) ------------------------------
+
+    def add_listener(self, callback: ChangeListener) -> None:
+        self._listeners.append(callback)
+
+    async def service_state(self, key: ServiceKey) -> ServiceState | None:
+        try:
+            view = await self._view(key, fresh=True)
+        except UnknownService:
+            return None
+        return ServiceState(view.service, tuple(pod for _, pod in sorted(view.pods.items())))
+
+    async def service_states(self) -> list[ServiceState]:
+        states = [await self.service_state(key) for key in await self.store.registry.service_keys()]
+        return [state for state in states if state is not None]
+
+    # -- upkeep ----------------------------------------------------------------------------
+
+    async def flush_last_seen(self) -> int:
+        """Write the last-seen times gathered on the hot path; returns how many."""
+        seen, self._seen = self._seen, {}
+        for key, users in seen.items():
+            await self.store.bindings.touch_many(self.store.keys(key), users.items())
+        return sum(len(users) for users in seen.values())
+
+    async def expire_idle(self) -> int:
+        """Forget users idle longer than their service's binding TTL; returns how many."""
+        await self.flush_last_seen()
+        expired = 0
+        for service in await self.services():
+            keys = self.store.keys(service.key)
+            cutoff = self._clock() - service.settings.binding_idle_ttl_s
+            while count := await self.store.bindings.expire_idle(keys, cutoff):
+                expired += count
+            self._views.pop(service.key, None)
+        return expired
+
+    async def close(self) -> None:
+        await self._lookup.drain()
+        await self._bind.drain()
+        await self.flush_last_seen()
+
+    # -- internals -------------------------------------------------------------------------
+
+    async def _known(self, namespace: str, service: str) -> ServiceKey:
+        key = ServiceKey.of(namespace, service)
+        await self._view(key)
+        return key
+
+    async def _view(self, key: ServiceKey, *, fresh: bool = False) -> _ServiceView:
+        view = self._views.get(key)
+        if view is not None and not fresh and self._clock() - view.loaded_at < self._view_ttl_s:
+            return view
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(key, view))
+            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key: ServiceKey, previous: _ServiceView | None) -> _ServiceView:
+        service = await self.store.registry.get_service(key)
+        if service is None:
+            self._views.pop(key, None)
+            raise UnknownService(f"service {key} is not registered", service=str(key))
+        keys = self.store.keys(key)
+        pods = await self.store.registry.pods(keys)
+        users = await self.store.bindings.count_per_pod(keys, pods)
+        balancers = previous.balancers if previous and previous.service == service else {}
+        view = _ServiceView(service, keys, pods, users, self._clock(), balancers)
+        self._views[key] = view
+        return view
+
+    def _pod(self, view: _ServiceView, index: int) -> Pod:
+        pod = view.pods.get(check_pod_index(index))
+        if pod is None:
+            raise UnknownPod(f"pod {index} is not registered in {view.service.key}", pod=index)
+        return pod
+
+    async def _place(
+        self, view: _ServiceView, uid: str, bound: int | None, target: int
+    ) -> tuple[int, bool]:
+        """Bind ``uid`` to ``target`` unless another caller placed it first; -> (pod, ours)."""
+        if bound is not None:
+            # Bound to a pod that keeps no users: move it, unless someone else just did.
+            now = self._clock()
+            if await self.store.bindings.move(view.keys, [uid], target, now, only_from=bound):
+                view.users[bound] = max(0, view.users.get(bound, 0) - 1)
+                return target, True
+            current = await self._current_pod(view, uid)
+            if current is not None:
+                return current, False
+        return await self._bind(view.keys, (uid, target))
+
+    async def _current_pod(self, view: _ServiceView, uid: str) -> int | None:
+        binding = await self.store.bindings.get(view.keys, uid)
+        return None if binding is None else binding.pod
+
+    async def _evacuate(
+        self, view: _ServiceView, index: int, reason: str, kind: FailoverType
+    ) -> FailoverEvent:
+        """Move every user of pod ``index`` to eligible pods and record one event."""
+        moved: dict[int, int] = {}
+        sample: list[str] = []
+        for _ in range(_MAX_FAILOVER_PASSES):
+            view = await self._view(view.service.key, fresh=True)
+            if not view.users.get(index, 0):
+                break
+            candidates = view.candidates(exclude=index)
+            if not any(c.eligible for c in candidates):
+                # Nowhere to go: users stay bound and are placed afresh on their next request.
+                reason = f"{reason}; no eligible pod to move users to"
+                break
+            users = self.store.bindings.users_of(view.keys, index)
+            while batch := [uid async for uid in _take(users, _MOVE_BATCH)]:
+                for target, uids in plan_moves(
+                    batch, candidates, view.service.settings.hash_balance_factor
+                ).items():
+                    done = await self.store.bindings.move(
+                        view.keys, uids, target, self._clock(), only_from=index
+                    )
+                    moved[target] = moved.get(target, 0) + len(done)
+                    sample.extend(done[: SAMPLE_SIZE - len(sample)])
+                candidates = [
+                    c
+                    if c.index not in moved
+                    else Candidate.of(
+                        view.pods[c.index], view.users.get(c.index, 0) + moved[c.index]
+                    )
+                    for c in candidates
+                ]
+        total = sum(moved.values())
+        log.info(
+            "failover service=%s pod=%d moved=%d reason=%r", view.service.key, index, total, reason
+        )
+        self._changed(view.service.key, forget_view=True)
+        return await self._record(
+            view, kind, pod=index, reason=reason, users=sample, count=total, to_pods=moved
+        )
+
+    async def _rebalance_onto(self, view: _ServiceView, index: int) -> None:
+        quota = rebalance_quota(view.candidates(), index)
+        moved = 0
+        for source, count in quota.items():
+            users = self.store.bindings.users_of(view.keys, source)
+            batch = [uid async for uid in _take(users, count)]
+            moved += len(
+                await self.store.bindings.move(
+                    view.keys, batch, index, self._clock(), only_from=source
+                )
+            )
+        if moved:
+            self._changed(view.service.key, forget_view=True)
+            await self._record(
+                view,
+                FailoverType.USER_MIGRATED,
+                pod=-1,
+                reason="rebalance",
+                count=moved,
+                to_pods={index: moved},
+            )
+
+    async def _record(
+        self,
+        view: _ServiceView,
+        kind: FailoverType,
+        *,
+        pod: int,
+        reason: str,
+        users: Sequence[str] = (),
+        count: int | None = None,
+        to_pods: dict[int, int] | None = None,
+    ) -> FailoverEvent:
+        event = FailoverEvent(
+            at=self._clock(),
+            type=kind,
+            namespace=view.service.namespace,
+            service=view.service.name,
+            pod=pod,
+            reason=reason,
+            affected_users=len(users) if count is None else count,
+            sample=list(users[:SAMPLE_SIZE]),
+            to_pods=to_pods or {},
+        )
+        await self.store.history.record(view.keys, event)
+        return event
+
+    async def _latest_event(self, view: _ServiceView, index: int) -> FailoverEvent | None:
+        for event in await self.store.history.recent(view.keys, 10):
+            if event.pod == index and event.type is FailoverType.POD_FAILURE:
+                return event
+        return None
+
+    async def _fold_response_time(
+        self, namespace: str, service: str, index: int, sample_ms: float
+    ) -> None:
+        view = await self._view(ServiceKey(namespace, service))
+        load = view.pods[index].load
+        ewma = (
+            sample_ms
+            if load.response_time_ms == 0
+            else 0.8 * load.response_time_ms + 0.2 * sample_ms
+        )
+        await self.report_load(
+            namespace,
+            service,
+            index,
+            load.model_copy(update={"response_time_ms": ewma, "reported_at": self._clock()}),
+        )
+
+    def _changed(self, key: ServiceKey, *, forget_view: bool = False) -> None:
+        if forget_view:
+            self._views.pop(key, None)
+        for listener in self._listeners:
+            listener(key)
+
+
+async def _take(source: AsyncIterator[str], count: int) -> AsyncIterator[str]:
+    """Up to ``count`` items of ``source``, leaving the rest for the next call."""
+    for _ in range(count):
+        try:
+            yield await anext(source)
+        except StopAsyncIteration:
+            return
+
+
+def _result(pod: Pod, strategy: Strategy, *, new: bool) -> RouteResult:
+    return RouteResult(
+        pod_index=pod.index,
+        address=pod.address,
+        strategy=strategy,
+        load_state=pod.load.load_state,
+        new_binding=new,
+        health_status=pod.state,
+    )
+
+
+def _status(pod: Pod, users: int) -> PodStatus:
+    return PodStatus(
+        pod_index=pod.index,
+        address=pod.address,
+        state=pod.state,
+        is_healthy=pod.accepts_new_users,
+        weight=pod.weight,
+        last_change=pod.health.since,
+        reason=pod.health.reason,
+        response_time_ms=pod.load.response_time_ms,
+        error_count=pod.health.failures,
+        load_state=pod.load.load_state,
+        active_requests=pod.load.active_requests,
+        active_connections=pod.load.active_connections,
+        bound_users=users,
+    )

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from controlplane.domain import Pod, Service, ServiceKey, ServiceSettings, Strategy
+from controlplane.manager import StatefulRouteManager
+from controlplane.store import Store
+
+NS, SVC = "games", "lobby"
+KEY = ServiceKey(NS, SVC)
+
+MakeService = Callable[..., Coroutine[Any, Any, StatefulRouteManager]]
+
+
+@pytest.fixture
+async def manager(store: Store) -> AsyncIterator[StatefulRouteManager]:
+    manager = StatefulRouteManager(store)
+    yield manager
+    await manager.close()
+
+
+@pytest.fixture
+def make_service(manager: StatefulRouteManager) -> MakeService:
+    """Register games/lobby with pods of the given weights (pod i has weights[i])."""
+
+    async def make(
+        weights: tuple[int, ...] = (1, 1, 1, 1), strategy: Strategy = Strategy.BOUNDED_HASH
+    ) -> StatefulRouteManager:
+        settings = ServiceSettings(strategy=strategy)
+        await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
+        for index, weight in enumerate(weights):
+            pod = Pod(index=index, host="127.0.0.1", port=9000 + index, weight=weight)
+            await manager.upsert_pod(NS, SVC, pod)
+        return manager
+
+    return make
+
+
+async def snapshot(redis: Redis) -> dict[str, object]:
+    """Every key and its value, to show that a refused call wrote nothing."""
+    state: dict[str, object] = {}
+    async for key in redis.scan_iter("*"):
+        kind = await redis.type(key)
+        if kind == "hash":
+            state[key] = await redis.hgetall(key)
+        elif kind == "set":
+            state[key] = await redis.smembers(key)
+        elif kind == "zset":
+            state[key] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            state[key] = await redis.lrange(key, 0, -1)
+        else:
+            state[key] = await redis.get(key)
+    return state

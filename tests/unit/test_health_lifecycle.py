@@ -1,0 +1,92 @@
+"""The pod health lifecycle, signal by signal."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controlplane.domain import FAILED, HealthSignal, PodHealth, PodState, Thresholds, apply_signal
+
+T = Thresholds(healthy=2, unhealthy=3)
+
+
+def run(signals: list[HealthSignal], start: PodState = PodState.HEALTHY, now: float = 0.0):  # type: ignore[no-untyped-def]
+    health = PodHealth(state=start)
+    transitions = []
+    for i, signal in enumerate(signals):
+        transition = apply_signal(health, signal, now + i, T)
+        transitions.append(transition)
+        health = transition.health
+    return transitions
+
+
+def test_one_failed_check_makes_a_pod_suspect_and_a_pass_makes_it_healthy() -> None:
+    a, b = run([HealthSignal.CHECK_FAILED, HealthSignal.CHECK_PASSED])
+    assert a.health.state is PodState.SUSPECT
+    assert b.health.state is PodState.HEALTHY
+    assert not a.failed
+
+
+def test_unhealthy_threshold_failures_fail_the_pod_once() -> None:
+    transitions = run([HealthSignal.CHECK_FAILED] * 5)
+    assert [t.health.state for t in transitions] == [
+        PodState.SUSPECT, PodState.SUSPECT, PodState.DOWN, PodState.DOWN, PodState.DOWN
+    ]  # fmt: skip
+    assert [t.failed for t in transitions] == [False, False, True, False, False]
+
+
+def test_an_outlier_ejection_fails_a_healthy_pod_at_once() -> None:
+    [t] = run([HealthSignal.EJECTED])
+    assert t.health.state is PodState.EJECTED
+    assert t.failed
+
+
+def test_a_failed_pod_recovers_through_recovering_after_healthy_threshold_passes() -> None:
+    transitions = run([HealthSignal.FAIL, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED])
+    assert [t.health.state for t in transitions] == [
+        PodState.DOWN, PodState.RECOVERING, PodState.HEALTHY
+    ]  # fmt: skip
+    assert [t.recovered for t in transitions] == [False, False, True]
+
+
+def test_a_failure_while_recovering_goes_back_down_without_a_second_failover() -> None:
+    transitions = run([HealthSignal.FAIL, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_FAILED])
+    assert transitions[-1].health.state is PodState.DOWN
+    assert not transitions[-1].failed
+
+
+def test_envoy_unejecting_counts_as_one_pass_not_a_recovery() -> None:
+    transitions = run([HealthSignal.EJECTED, HealthSignal.UNEJECTED])
+    assert transitions[-1].health.state is PodState.RECOVERING
+
+
+def test_a_flapping_pod_needs_more_passes_to_recover() -> None:
+    flaps = [HealthSignal.FAIL, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED] * 2
+    transitions = run([*flaps, HealthSignal.FAIL] + [HealthSignal.CHECK_PASSED] * 5)
+    states = [t.health.state for t in transitions[-5:]]
+    # Third failure within the flap window: 3 x healthy_threshold = 6 passes, not 2.
+    assert states == [PodState.RECOVERING] * 5
+
+
+def test_checks_never_end_a_drain_but_a_dead_draining_pod_fails() -> None:
+    passes = run([HealthSignal.DRAIN, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED])
+    assert passes[-1].health.state is PodState.DRAINING
+    dies = run([HealthSignal.DRAIN] + [HealthSignal.CHECK_FAILED] * 3)
+    assert dies[-1].health.state is PodState.DOWN
+    assert dies[-1].failed
+
+
+def test_operator_recover_makes_any_pod_healthy_at_once() -> None:
+    for state in PodState:
+        [t] = run([HealthSignal.RECOVER], start=state)
+        assert t.health.state is PodState.HEALTHY
+        assert t.recovered is (state is not PodState.HEALTHY)
+
+
+@given(st.sampled_from(list(PodState)), st.lists(st.sampled_from(list(HealthSignal)), max_size=30))
+def test_a_pod_fails_only_when_it_enters_a_failed_state_from_a_serving_one(
+    start: PodState, signals: list[HealthSignal]
+) -> None:
+    for t in run(signals, start=start):
+        entered = t.before not in FAILED | {PodState.RECOVERING} and t.health.state in FAILED
+        assert t.failed is entered
