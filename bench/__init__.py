@@ -1,1 +1,1 @@
-"""Benchmarks: each scenario prints its figure and its ratio to a baseline measured in the same run."""
+"""Benchmarks: each scenario prints its figure and its ratio to a same-run baseline."""

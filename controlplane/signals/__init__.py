@@ -1,0 +1,1 @@
+"""Where pod health comes from: our own active checks and what Envoy reports."""

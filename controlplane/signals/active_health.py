@@ -1,0 +1,105 @@
+"""The control plane's own active health checks: GET <pod>/health on each service's interval."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import aiohttp
+
+from controlplane.domain import HealthReport, Pod, ServiceKey
+from controlplane.errors import StatefulRouteError
+from controlplane.manager import StatefulRouteManager
+
+log = logging.getLogger("stateful_route.health")
+
+
+async def probe(
+    session: aiohttp.ClientSession, pod: Pod, path: str, timeout_s: float
+) -> HealthReport:
+    """One check: healthy when the pod answers 2xx within the timeout."""
+    started = time.perf_counter()
+    try:
+        async with session.get(
+            f"http://{pod.address}{path}", timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as response:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            healthy = 200 <= response.status < 300
+            return HealthReport(
+                is_healthy=healthy,
+                response_time_ms=elapsed_ms,
+                reason="" if healthy else f"health check answered {response.status}",
+            )
+    except TimeoutError:
+        return HealthReport(is_healthy=False, reason=f"health check timed out after {timeout_s}s")
+    except aiohttp.ClientError as exc:
+        return HealthReport(
+            is_healthy=False, reason=f"health check failed: {exc.__class__.__name__}"
+        )
+
+
+class ActiveHealthChecker:
+    """Checks every pod of every service; one task per service, owned and cancelled here."""
+
+    def __init__(self, manager: StatefulRouteManager, *, rescan_s: float = 5.0) -> None:
+        self._manager = manager
+        self._rescan_s = rescan_s
+        self._tasks: dict[ServiceKey, asyncio.Task[None]] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        self._supervisor = asyncio.create_task(self._supervise(), name="health-supervisor")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *([self._supervisor] if self._supervisor else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    async def check_service(self, key: ServiceKey) -> None:
+        """Check every pod of one service once, concurrently."""
+        assert self._session is not None
+        state = await self._manager.service_state(key)
+        if state is None:
+            return
+        settings = state.service.settings.health_check
+        reports = await asyncio.gather(
+            *(probe(self._session, pod, settings.path, settings.timeout_s) for pod in state.pods)
+        )
+        for pod, report in zip(state.pods, reports, strict=True):
+            try:
+                await self._manager.update_pod_health(key.namespace, key.name, pod.index, report)
+            except StatefulRouteError as exc:  # the pod was removed meanwhile
+                log.info("health_skip service=%s pod=%d error=%s", key, pod.index, exc.message)
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                keys = set(await self._manager.store.registry.service_keys())
+            except Exception:  # Redis away: keep checking the services we know
+                log.exception("health_rescan_failed")
+                keys = set(self._tasks)
+            for key in keys - self._tasks.keys():
+                self._tasks[key] = asyncio.create_task(self._loop(key), name=f"health-{key}")
+            for key in self._tasks.keys() - keys:
+                self._tasks.pop(key).cancel()
+            await asyncio.sleep(self._rescan_s)
+
+    async def _loop(self, key: ServiceKey) -> None:
+        interval = 1.0
+        while True:
+            try:
+                state = await self._manager.service_state(key)
+                if state is None:
+                    return
+                interval = state.service.settings.health_check.interval_s
+                await self.check_service(key)
+            except Exception:  # one bad round must not end the checks of a service
+                log.exception("health_round_failed service=%s", key)
+            await asyncio.sleep(interval)
