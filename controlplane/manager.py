@@ -45,6 +45,7 @@ from controlplane.store import ServiceKeys, Store
 log = logging.getLogger("stateful_route.manager")
 
 ChangeListener = Callable[[ServiceKey], None]
+EventListener = Callable[[FailoverEvent], None]
 
 _MOVE_BATCH = 500
 _MAX_FAILOVER_PASSES = 5
@@ -95,6 +96,7 @@ class StatefulRouteManager:
         self._views: dict[ServiceKey, _ServiceView] = {}
         self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
         self._listeners: list[ChangeListener] = []
+        self._event_listeners: list[EventListener] = []
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -328,7 +330,12 @@ class StatefulRouteManager:
     # -- state for xDS (controlplane.xds.source.StateSource) ------------------------------
 
     def add_listener(self, callback: ChangeListener) -> None:
+        """Call ``callback`` with the service's key whenever its pods or settings change."""
         self._listeners.append(callback)
+
+    def add_event_listener(self, callback: EventListener) -> None:
+        """Call ``callback`` with every failover event as it is recorded."""
+        self._event_listeners.append(callback)
 
     async def service_state(self, key: ServiceKey) -> ServiceState | None:
         try:
@@ -509,6 +516,8 @@ class StatefulRouteManager:
             to_pods=to_pods or {},
         )
         await self.store.history.record(view.keys, event)
+        for listener in self._event_listeners:
+            listener(event)
         return event
 
     async def _latest_event(self, view: _ServiceView, index: int) -> FailoverEvent | None:

@@ -1,0 +1,57 @@
+"""Helpers of the admin API tests: the service they use, the token, and assertions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from controlplane.domain import Pod, Service
+from controlplane.manager import StatefulRouteManager
+
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NAMESPACE, SERVICE = "games", "lobby"
+BASE = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def given_service(manager: StatefulRouteManager, pods: int = 3) -> None:
+    """games/lobby with pods 0..pods-1 on 10.0.0.<i>:8080, all healthy."""
+    await manager.register_service(Service(namespace=NAMESPACE, name=SERVICE))
+    for index in range(pods):
+        await manager.upsert_pod(
+            NAMESPACE, SERVICE, Pod(index=index, host=f"10.0.0.{index}", port=8080)
+        )
+
+
+async def route(api: Client, uid: str) -> Any:
+    response = await api.post(
+        "/api/v1/route", json={"namespace": NAMESPACE, "service": SERVICE, "uid": uid}
+    )
+    return await expect(response, 200)
+
+
+async def expect(response: ClientResponse, status: int, error: str | None = None) -> Any:
+    """The JSON body of ``response`` once its status (and error code, if given) is checked."""
+    body = await response.json() if response.content_type == "application/json" else {}
+    assert response.status == status, body
+    if error is not None:
+        assert body["error"] == error, body
+    return body
+
+
+async def redis_snapshot(redis: Redis) -> dict[str, Any]:
+    """Every key with its value, to show that a request wrote nothing."""
+    readers: dict[str, Callable[[str], Awaitable[Any]]] = {
+        "string": redis.get,
+        "hash": redis.hgetall,
+        "set": redis.smembers,
+        "list": lambda key: redis.lrange(key, 0, -1),
+        "zset": lambda key: redis.zrange(key, 0, -1, withscores=True),
+    }
+    return {key: await readers[await redis.type(key)](key) for key in sorted(await redis.keys("*"))}

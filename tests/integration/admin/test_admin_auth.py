@@ -1,0 +1,135 @@
+"""The token rules: mutations need the bearer token, reads are open unless protected."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from admin_support import (
+    AUTH,
+    BASE,
+    NAMESPACE,
+    SERVICE,
+    TOKEN,
+    Client,
+    expect,
+    given_service,
+    redis_snapshot,
+)
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr, ValidationError
+from redis.asyncio import Redis
+
+from controlplane.admin import Access, AdminSettings, create_admin_app
+from controlplane.admin.routes import OPERATIONS, Operation
+from controlplane.manager import StatefulRouteManager
+
+EXAMPLE = {"namespace": NAMESPACE, "service": SERVICE, "index": "0", "uid": "alice"}
+
+
+def concrete(op: Operation) -> str:
+    return op.path.format(**EXAMPLE)
+
+
+def ops(access: Access) -> list[Any]:
+    return [
+        pytest.param(op, id=f"{op.method} {op.path}") for op in OPERATIONS if op.access is access
+    ]
+
+
+@pytest.fixture
+async def protected_reads(manager: StatefulRouteManager) -> AsyncIterator[Client]:
+    """A server that protects reads too; the client sends no token."""
+    settings = AdminSettings(token=SecretStr(TOKEN), protect_reads=True)
+    async with TestClient(TestServer(create_admin_app(manager, settings))) as client:
+        yield client
+
+
+@pytest.fixture
+async def tokenless(manager: StatefulRouteManager) -> AsyncIterator[Client]:
+    """A server configured without a token; the client sends none."""
+    async with TestClient(TestServer(create_admin_app(manager, AdminSettings()))) as client:
+        yield client
+
+
+@pytest.mark.parametrize("op", ops(Access.WRITE))
+async def test_every_mutation_without_a_token_is_401_with_a_bearer_challenge(
+    anonymous: ClientSession, manager: StatefulRouteManager, redis: Redis, op: Operation
+) -> None:
+    await given_service(manager)
+    before = await redis_snapshot(redis)
+    response = await anonymous.request(op.method, concrete(op), json={})
+    await expect(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="stateful-route"'
+    assert await redis_snapshot(redis) == before
+
+
+@pytest.mark.parametrize(
+    "header", [f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", "Bearer ", f"Basic {TOKEN}", TOKEN,
+               "Bearer t\u00f6ken"],
+)  # fmt: skip
+async def test_a_wrong_or_malformed_token_is_401(
+    anonymous: ClientSession, manager: StatefulRouteManager, header: str
+) -> None:
+    await given_service(manager)
+    response = await anonymous.post(f"{BASE}/pods/0/drain", headers={"Authorization": header})
+    await expect(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+async def test_a_wrong_bearer_token_is_told_it_is_invalid(
+    anonymous: ClientSession, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager)
+    response = await anonymous.delete(BASE, headers={"Authorization": "Bearer nope"})
+    await expect(response, 401)
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+async def test_the_scheme_is_case_insensitive(
+    anonymous: ClientSession, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager)
+    response = await anonymous.post(
+        f"{BASE}/pods/0/drain", headers={"Authorization": f"bearer {TOKEN}"}
+    )
+    await expect(response, 200)
+
+
+@pytest.mark.parametrize("op", ops(Access.READ) + ops(Access.OPEN))
+async def test_reads_need_no_token_by_default(
+    anonymous: ClientSession, manager: StatefulRouteManager, op: Operation
+) -> None:
+    await given_service(manager)
+    await expect(await anonymous.put(f"{BASE}/users/alice", json={"pod": 0}, headers=AUTH), 200)
+    response = await anonymous.request(op.method, concrete(op))
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("op", ops(Access.READ))
+async def test_protected_reads_need_the_token(
+    protected_reads: Client, manager: StatefulRouteManager, op: Operation
+) -> None:
+    await given_service(manager)
+    await expect(await protected_reads.request(op.method, concrete(op)), 401, "unauthorized")
+
+
+async def test_health_and_the_api_description_stay_open_when_reads_are_protected(
+    protected_reads: Client,
+) -> None:
+    for path in ("/healthz", "/openapi.json", "/docs"):
+        assert (await protected_reads.get(path)).status == 200, path
+
+
+async def test_without_a_configured_token_mutations_are_open(
+    tokenless: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager)
+    await expect(await tokenless.post(f"{BASE}/pods/0/drain"), 200)
+
+
+def test_settings_refuse_a_token_short_enough_to_guess() -> None:
+    with pytest.raises(ValidationError):
+        AdminSettings(token=SecretStr("short"))
