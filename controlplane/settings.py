@@ -1,0 +1,125 @@
+"""One Settings object for the whole control plane, built once and passed down.
+
+Sources, later ones winning: defaults, a YAML or TOML file (``--config``), environment
+variables ``STATEFUL_ROUTE_<SECTION>__<FIELD>`` (e.g. ``STATEFUL_ROUTE_REDIS__URL``), flags.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from controlplane.admin.config import AdminSettings
+from controlplane.domain import Pod, ServiceSettings
+from controlplane.domain.models import Namespace, ServiceName
+from controlplane.errors import InvalidInput
+from controlplane.xds.config import XdsSettings
+
+
+class RedisSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = Field(default="sr", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    history_cap: int = Field(default=100, ge=1, le=100_000)
+
+
+class ListenSettings(BaseModel):
+    """Where the control plane listens. Loopback by default: expose it on purpose."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    admin_port: int = Field(default=9901, ge=0, le=65535)
+    xds_rest_port: int = Field(default=18000, ge=0, le=65535)
+    xds_grpc_port: int = Field(default=18001, ge=0, le=65535)
+
+
+class UpkeepSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    view_ttl_s: float = Field(default=1.0, gt=0)
+    last_seen_flush_s: float = Field(default=1.0, gt=0)
+    idle_expiry_every_s: float = Field(default=60.0, gt=0)
+    health_checks: bool = True
+
+
+class ServiceConfig(BaseModel):
+    """A service (and its pods) declared in the config file, registered at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: Namespace
+    name: ServiceName
+    settings: ServiceSettings = ServiceSettings()
+    pods: list[Pod] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STATEFUL_ROUTE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    redis: RedisSettings = RedisSettings()
+    listen: ListenSettings = ListenSettings()
+    admin: AdminSettings = AdminSettings()
+    xds: XdsSettings = XdsSettings()
+    upkeep: UpkeepSettings = UpkeepSettings()
+    services: list[ServiceConfig] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Settings:
+        """Settings from an optional YAML/TOML file, the environment, then ``overrides``."""
+        token = _CONFIG_FILE.set(Path(path) if path else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _CONFIG_FILE.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFileSource(settings_cls)
+
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The file named by ``Settings.load(path)``, below the environment and flags."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _CONFIG_FILE.get()
+        return read_config_file(path) if path else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"config file {path} is not valid: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"config file {path} must hold a mapping of sections")
+    return data
