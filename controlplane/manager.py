@@ -38,6 +38,7 @@ from controlplane.domain import (
     check_uid,
 )
 from controlplane.domain.models import SAMPLE_SIZE
+from controlplane.domain.sticky import StickyTable
 from controlplane.errors import NotBound, PodNotEligible, UnknownPod, UnknownService
 from controlplane.failover import plan_moves, rebalance_quota
 from controlplane.store import ServiceKeys, Store
@@ -88,12 +89,15 @@ class StatefulRouteManager:
         store: Store,
         *,
         view_ttl_s: float = 1.0,
+        route_window_s: float = 600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._view_ttl_s = view_ttl_s
         self._clock = clock
         self._views: dict[ServiceKey, _ServiceView] = {}
+        # Users Envoy routes by itself (recently seen); the rest reach us through the miss path.
+        self.sticky = StickyTable(route_window_s)
         self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
         self._listeners: list[ChangeListener] = []
         self._event_listeners: list[EventListener] = []
@@ -116,6 +120,7 @@ class StatefulRouteManager:
     async def delete_service(self, namespace: str, service: str) -> None:
         key = await self._known(namespace, service)
         await self.store.registry.delete_service(key)
+        self.sticky.drop_service(key)
         self._changed(key, forget_view=True)
 
     async def services(self) -> list[Service]:
@@ -171,13 +176,16 @@ class StatefulRouteManager:
         if bound is not None:
             pod = view.pods.get(bound)
             if pod is not None and pod.keeps_bound_users:
-                self._seen.setdefault(key, {})[uid] = self._clock()
+                now = self._clock()
+                self._seen.setdefault(key, {})[uid] = now
+                self._route(key, uid, bound, now)
                 return _result(pod, strategy, new=False)
         target = view.balancer(strategy).pick(view.candidates(), uid)
         winner, created = await self._place(view, uid, bound, target)
         if created:
             view.users[winner] = view.users.get(winner, 0) + 1
         pod = view.pods.get(winner) or self._pod(await self._view(key, fresh=True), winner)
+        self._route(key, uid, winner, self._clock())
         return _result(pod, strategy, new=created)
 
     async def get_best_pod(
@@ -201,6 +209,8 @@ class StatefulRouteManager:
         if binding is None:
             raise NotBound(f"user {uid!r} is not bound", uid=uid)
         view.users[binding.pod] = max(0, view.users.get(binding.pod, 0) - 1)
+        if self.sticky.remove(view.service.key, uid):
+            self._changed(view.service.key)
         return binding
 
     async def migrate_user(
@@ -229,6 +239,7 @@ class StatefulRouteManager:
                 users=[uid],
                 to_pods={target: 1},
             )
+        self._route(view.service.key, uid, target, now)
         binding = await self.store.bindings.get(view.keys, uid)
         assert binding is not None
         return binding
@@ -342,7 +353,8 @@ class StatefulRouteManager:
             view = await self._view(key, fresh=True)
         except UnknownService:
             return None
-        return ServiceState(view.service, tuple(pod for _, pod in sorted(view.pods.items())))
+        pods = tuple(pod for _, pod in sorted(view.pods.items()))
+        return ServiceState(view.service, pods, tuple(sorted(self.sticky.routes(key).items())))
 
     async def service_states(self) -> list[ServiceState]:
         states = [await self.service_state(key) for key in await self.store.registry.service_keys()]
@@ -368,6 +380,27 @@ class StatefulRouteManager:
                 expired += count
             self._views.pop(service.key, None)
         return expired
+
+    def expire_routes(self) -> int:
+        """Drop users not seen within the route window from Envoy's routes; returns services."""
+        changed = self.sticky.expire(self._clock())
+        for key in changed:
+            self._changed(key)
+        return len(changed)
+
+    async def load_routes(self) -> int:
+        """Fill the route table from Redis (users seen within the window); returns users.
+
+        A restarted control plane thus serves Envoy the routes it had before.
+        """
+        since = self._clock() - self.sticky.window_s
+        loaded = 0
+        for key in await self.store.registry.service_keys():
+            for uid, pod, seen in await self.store.bindings.seen_since(self.store.keys(key), since):
+                self.sticky.put(key, uid, pod, seen)
+                loaded += 1
+            self._changed(key)
+        return loaded
 
     async def close(self) -> None:
         await self._lookup.drain()
@@ -454,6 +487,7 @@ class StatefulRouteManager:
                     )
                     moved[target] = moved.get(target, 0) + len(done)
                     sample.extend(done[: SAMPLE_SIZE - len(sample)])
+                    self.sticky.move(view.service.key, done, target)
                 candidates = [
                     c
                     if c.index not in moved
@@ -477,11 +511,11 @@ class StatefulRouteManager:
         for source, count in quota.items():
             users = self.store.bindings.users_of(view.keys, source)
             batch = [uid async for uid in _take(users, count)]
-            moved += len(
-                await self.store.bindings.move(
-                    view.keys, batch, index, self._clock(), only_from=source
-                )
+            done = await self.store.bindings.move(
+                view.keys, batch, index, self._clock(), only_from=source
             )
+            self.sticky.move(view.service.key, done, index)
+            moved += len(done)
         if moved:
             self._changed(view.service.key, forget_view=True)
             await self._record(
@@ -542,6 +576,11 @@ class StatefulRouteManager:
             index,
             load.model_copy(update={"response_time_ms": ewma, "reported_at": self._clock()}),
         )
+
+    def _route(self, key: ServiceKey, uid: str, pod: int, now: float) -> None:
+        """Keep (or put) the user in Envoy's routes; a change is pushed, a refresh is not."""
+        if self.sticky.put(key, uid, pod, now):
+            self._changed(key)
 
     def _changed(self, key: ServiceKey, *, forget_view: bool = False) -> None:
         if forget_view:
