@@ -102,6 +102,29 @@ class BindingStore:
         async for uid in self._redis.sscan_iter(keys.pod_users(pod), count=batch):
             yield uid
 
+    async def seen_since(
+        self, keys: ServiceKeys, since: float, batch: int = 5000
+    ) -> list[tuple[str, int, float]]:
+        """(uid, pod, last seen) of every bound user seen after ``since``."""
+        found: list[tuple[str, int, float]] = []
+        offset = 0
+        while True:
+            page = cast(
+                list[tuple[str, float]],
+                await self._redis.zrangebyscore(
+                    keys.last_seen, f"({since!r}", "+inf", start=offset, num=batch, withscores=True
+                ),
+            )
+            if not page:
+                return found
+            pods = await self.lookup_many(keys, [uid for uid, _ in page])
+            found.extend(
+                (uid, pod, seen)
+                for (uid, seen), pod in zip(page, pods, strict=True)
+                if pod is not None
+            )
+            offset += len(page)
+
     async def count_per_pod(self, keys: ServiceKeys, pods: Iterable[int]) -> dict[int, int]:
         indexes = list(pods)
         async with self._redis.pipeline(transaction=False) as pipe:
