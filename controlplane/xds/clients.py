@@ -1,0 +1,149 @@
+"""Which Envoys are connected, and what each accepted and rejected (for the admin API)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from controlplane.xds.protocol import Reply, Verdict
+
+log = logging.getLogger(__name__)
+
+
+class Transport(StrEnum):
+    REST = "rest"
+    ADS = "ads"
+    DELTA = "delta"
+
+
+class TypeStatusView(BaseModel):
+    acked_version: str | None = None
+    acked_at: float | None = None
+    nacked_version: str | None = None
+    nack_message: str | None = None
+    nacked_at: float | None = None
+
+
+class EnvoyView(BaseModel):
+    """One connected Envoy as the admin API shows it."""
+
+    node_id: str
+    node_group: str
+    transport: Transport
+    connected_since: float
+    last_seen: float
+    types: dict[str, TypeStatusView]
+
+
+@dataclass(slots=True)
+class ConnectedEnvoy:
+    node_id: str
+    node_group: str
+    transport: Transport
+    connected_since: float
+    last_seen: float
+    in_flight: int = 0  # REST requests being held; gRPC: 1 while the stream is open
+    types: dict[str, TypeStatusView] = field(default_factory=dict)
+
+    def view(self) -> EnvoyView:
+        return EnvoyView(
+            node_id=self.node_id,
+            node_group=self.node_group,
+            transport=self.transport,
+            connected_since=self.connected_since,
+            last_seen=self.last_seen,
+            types={t: s.model_copy() for t, s in self.types.items()},
+        )
+
+
+class XdsObserver(Protocol):
+    """Counts what the transports send and what Envoys answer (the admin API's metrics)."""
+
+    def xds_pushed(self, type_url: str) -> None: ...
+
+    def xds_replied(self, type_url: str, *, accepted: bool) -> None: ...
+
+
+class ConnectedEnvoys:
+    """Registry of Envoys by (node id, transport). REST clients expire when idle."""
+
+    def __init__(
+        self,
+        rest_expiry_s: float,
+        clock: Callable[[], float] = time.time,
+        observer: XdsObserver | None = None,
+    ) -> None:
+        self._clients: dict[tuple[str, Transport], ConnectedEnvoy] = {}
+        self._rest_expiry_s = rest_expiry_s
+        self._clock = clock
+        self._observer = observer
+
+    def sent(self, type_url: str, responses: int = 1) -> None:
+        """Responses of ``type_url`` went out."""
+        if self._observer is not None:
+            for _ in range(responses):
+                self._observer.xds_pushed(type_url)
+
+    def enter(self, node_id: str, group: str, transport: Transport) -> ConnectedEnvoy:
+        """A request or stream from this node begins."""
+        now = self._clock()
+        key = (node_id, transport)
+        client = self._clients.get(key)
+        if client is None or (transport is not Transport.REST and client.in_flight):
+            # A new gRPC stream from the same node replaces the old one (Envoy restarted).
+            client = ConnectedEnvoy(node_id, group, transport, now, now)
+            self._clients[key] = client
+        client.node_group = group
+        client.last_seen = now
+        client.in_flight += 1
+        return client
+
+    def leave(self, client: ConnectedEnvoy) -> None:
+        """The request or stream ended."""
+        client.in_flight -= 1
+        client.last_seen = self._clock()
+        key = (client.node_id, client.transport)
+        if client.transport is not Transport.REST and self._clients.get(key) is client:
+            del self._clients[key]
+
+    def record(self, client: ConnectedEnvoy, type_url: str, reply: Reply) -> None:
+        status = client.types.setdefault(type_url, TypeStatusView())
+        now = self._clock()
+        if self._observer is not None:
+            self._observer.xds_replied(type_url, accepted=reply.verdict is Verdict.ACK)
+        if reply.verdict is Verdict.ACK:
+            status.acked_version, status.acked_at = reply.version, now
+            return
+        status.nacked_version, status.nack_message, status.nacked_at = (
+            reply.version,
+            reply.message,
+            now,
+        )
+        log.warning(
+            "xds nack node=%s group=%s transport=%s type=%s version=%s message=%r",
+            client.node_id,
+            client.node_group,
+            client.transport,
+            type_url.rsplit(".", 1)[-1],
+            reply.version,
+            reply.message,
+        )
+
+    def views(self) -> list[EnvoyView]:
+        """Every connected Envoy, oldest connection first."""
+        self._expire()
+        return sorted(
+            (c.view() for c in self._clients.values()), key=lambda v: (v.connected_since, v.node_id)
+        )
+
+    def _expire(self) -> None:
+        cutoff = self._clock() - self._rest_expiry_s
+        for key, client in list(self._clients.items()):
+            if client.in_flight <= 0 and client.last_seen < cutoff:
+                del self._clients[key]

@@ -1,0 +1,59 @@
+"""The sockets that carry xDS: REST (and the miss path) on aiohttp, ADS on grpclib, one loop."""
+
+from __future__ import annotations
+
+import socket
+
+from aiohttp import web
+from grpclib.server import Server
+
+from controlplane.xds.server import XdsServer
+
+# Envoy's REST requests repeat its whole node (~80 KB); leave room for a larger one.
+_MAX_REST_BODY = 4 * 1024 * 1024
+
+
+class XdsListeners:
+    """Serve ``xds`` over HTTP (discovery routes plus ``extra_routes``) and gRPC.
+
+    Ports 0 pick free ones; the bound ports are ``rest_port`` and ``grpc_port`` after start.
+    """
+
+    def __init__(
+        self,
+        xds: XdsServer,
+        *,
+        host: str = "127.0.0.1",
+        rest_port: int = 0,
+        grpc_port: int = 0,
+        extra_routes: list[web.RouteDef] | None = None,
+    ) -> None:
+        self.xds = xds
+        self.host = host
+        self.rest_port = rest_port
+        self.grpc_port = grpc_port
+        self._extra_routes = extra_routes or []
+        self._runner: web.AppRunner | None = None
+        self._grpc: Server | None = None
+
+    async def start(self) -> None:
+        await self.xds.start()
+        app = web.Application(client_max_size=_MAX_REST_BODY)
+        app.router.add_routes([*self.xds.routes(), *self._extra_routes])
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.rest_port).start()
+        self.rest_port = self._runner.addresses[0][1]
+        self._grpc = Server([self.xds.ads])
+        await self._grpc.start(self.host, self.grpc_port)
+        # grpclib does not expose the bound port; its asyncio server does.
+        sockets: list[socket.socket] = list(getattr(self._grpc._server, "sockets", []))
+        self.grpc_port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self.xds.stop()  # answers held requests and ends streams first
+        if self._grpc is not None:
+            self._grpc.close()
+            await self._grpc.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,221 @@
+"""The xDS protocol's rules, sans-IO: what a request means and when a response is due.
+
+Transports (REST, gRPC SotW, gRPC delta) turn bytes into the request shapes below, feed them to
+a subscription, and send what the subscription says is due. Rules:
+
+- SotW: a response is due when the resources' version differs from the last one sent (and is
+  not the one the client rejected), or when the requested names changed, or when forced.
+  A request echoing our last nonce is an ACK, or a NACK if it carries an error.
+  Requests echoing an older nonce are stale and ignored.
+- REST has no nonces and no error detail: a request naming the version before the one we sent
+  is a NACK of what we sent; one naming neither is a client that restarted.
+- Delta: the server tracks what the client has (name -> version) and sends only differences.
+  A NACKed resource counts as delivered so it is not re-sent; its next version is.
+- Envoy keeps an updated EDS cluster warming until its endpoints arrive: after a CDS push, the
+  endpoints of the pushed clusters are due again even when unchanged (``force``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: str = ""
+    cluster: str = ""
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A SotW DiscoveryRequest (gRPC or REST) with the fields the server reads."""
+
+    type_url: str
+    version_info: str = ""
+    node: Node | None = None
+    resource_names: tuple[str, ...] = ()
+    response_nonce: str = ""
+    error: str | None = None  # error_detail.message; None: no error detail
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names asked for, sorted; () asks for every resource of the type."""
+        return normalize_names(self.resource_names)
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRequest:
+    type_url: str
+    node: Node | None = None
+    subscribe: tuple[str, ...] = ()
+    unsubscribe: tuple[str, ...] = ()
+    initial_versions: Mapping[str, str] = field(default_factory=dict)
+    response_nonce: str = ""
+    error: str | None = None
+
+
+def node_group(node: Node | None, key: str) -> str:
+    """The group a node belongs to, by ``key``: "cluster", "id" or "metadata.<field>"."""
+    if node is None:
+        return ""
+    if key == "cluster":
+        return node.cluster
+    if key == "id":
+        return node.id
+    value = node.metadata.get(key.removeprefix("metadata."), "")
+    return value if isinstance(value, str) else str(value)
+
+
+def normalize_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    if not names or "*" in names:
+        return ()
+    return tuple(sorted(set(names)))
+
+
+class Verdict(StrEnum):
+    ACK = "ack"
+    NACK = "nack"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a request told us about the last response: accepted or rejected."""
+
+    verdict: Verdict
+    version: str
+    message: str = ""
+
+
+@dataclass(slots=True)
+class SotwSubscription:
+    """One resource type as one SotW client sees it."""
+
+    type_url: str
+    names: tuple[str, ...] = ()
+    sent_version: str | None = None  # None: nothing known about the client yet
+    sent_names: tuple[str, ...] = ()
+    sent_nonce: str = ""
+    acked_version: str = ""
+    rejected_version: str | None = None
+    force: bool = False
+
+    def on_request(self, request: Request) -> Reply | None:
+        """Apply a gRPC request (with nonces); return the ACK or NACK it carries, if any."""
+        if not request.response_nonce:
+            # A new subscription: the client tells us what it already has.
+            self._restart(request)
+            return None
+        if request.response_nonce != self.sent_nonce:
+            return None  # answers a response we have since replaced
+        self.names = request.names
+        if request.error is not None:
+            return self._reject(request.error)
+        self.acked_version = request.version_info
+        return Reply(Verdict.ACK, request.version_info)
+
+    def on_poll(self, request: Request) -> Reply | None:
+        """Apply a REST request: no nonces, so a NACK shows as the previous version repeated."""
+        version = request.version_info
+        self.names = request.names
+        if self.sent_version is None or version not in (self.sent_version, self.acked_version):
+            self._restart(request)
+            return None
+        if version == self.sent_version:
+            if version == self.acked_version:
+                return None
+            self.acked_version = version
+            return Reply(Verdict.ACK, version)
+        rejected = self._reject("rejected (REST carries no error detail)")
+        # The client still runs the version it names; answering it would resend the rejected one.
+        self.sent_version = version
+        return rejected
+
+    def due(self, version: str) -> bool:
+        """Whether a response carrying ``version`` should go out now."""
+        if self.force or self.names != self.sent_names:
+            return True
+        return version not in (self.sent_version, self.rejected_version)
+
+    def sent(self, version: str, nonce: str = "") -> None:
+        self.sent_version = version
+        self.sent_names = self.names
+        self.sent_nonce = nonce
+        self.force = False
+
+    def _restart(self, request: Request) -> None:
+        self.names = request.names
+        self.sent_version = self.acked_version = request.version_info
+        self.sent_names = self.names
+        self.rejected_version = None
+
+    def _reject(self, message: str) -> Reply:
+        assert self.sent_version is not None
+        self.rejected_version = self.sent_version
+        return Reply(Verdict.NACK, self.sent_version, message)
+
+
+@dataclass(slots=True)
+class DeltaSubscription:
+    """One resource type as one delta client sees it."""
+
+    type_url: str
+    started: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    # What the client has: name -> version (what it told us, or what we sent it).
+    known: dict[str, str] = field(default_factory=dict)
+    sent_nonce: str = ""
+    sent_versions: dict[str, str] = field(default_factory=dict)
+    answered: bool = False  # a first response is due even when it would be empty
+
+    def on_request(self, request: DeltaRequest) -> Reply | None:
+        """Apply a delta request; return the ACK or NACK of our last response, if any."""
+        if not self.started:
+            self.started = True
+            self.wildcard = not request.subscribe or "*" in request.subscribe
+            self.known.update(request.initial_versions)
+        for name in request.subscribe:
+            if name != "*":
+                self.names.add(name)
+        for name in request.unsubscribe:
+            self.names.discard(name)
+            self.known.pop(name, None)
+        if not request.response_nonce or request.response_nonce != self.sent_nonce:
+            return None
+        version = _summary(self.sent_versions)
+        if request.error is not None:
+            # What we sent stays "known": re-sending it would only be rejected again.
+            return Reply(Verdict.NACK, version, request.error)
+        return Reply(Verdict.ACK, version)
+
+    def wants(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def changes(self, versions: Mapping[str, str]) -> tuple[list[str], list[str]]:
+        """(names to send, names to remove) given every resource's current version.
+
+        Due when either is non-empty, or when the subscription has had no answer yet.
+        """
+        updated = [n for n, v in versions.items() if self.wants(n) and self.known.get(n) != v]
+        removed = [n for n in self.known if n not in versions and self.wants(n)]
+        return sorted(updated), sorted(removed)
+
+    def sent(self, versions: Mapping[str, str], removed: list[str], nonce: str) -> None:
+        self.known.update(versions)
+        for name in removed:
+            self.known.pop(name, None)
+        self.sent_versions = dict(versions)
+        self.sent_nonce = nonce
+        self.answered = True
+
+    def force(self, names: list[str]) -> None:
+        """Send these resources again at the next push even if unchanged."""
+        for name in names:
+            self.known.pop(name, None)
+
+
+def _summary(versions: Mapping[str, str]) -> str:
+    return ",".join(f"{n}={v}" for n, v in sorted(versions.items()))

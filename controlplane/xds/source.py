@@ -1,0 +1,22 @@
+"""Where the xDS server gets the state it serves: the route manager implements this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from controlplane.domain import ServiceKey, ServiceState
+
+
+class StateSource(Protocol):
+    async def service_states(self) -> list[ServiceState]:
+        """Every service, for a full build."""
+        ...
+
+    async def service_state(self, key: ServiceKey) -> ServiceState | None:
+        """One service's current state; None once it is removed."""
+        ...
+
+    def add_listener(self, callback: Callable[[ServiceKey], None]) -> None:
+        """Call ``callback`` (in the event loop, not awaited) on every change of a service."""
+        ...

@@ -1,0 +1,146 @@
+"""The xDS protocol rules, without sockets: when to answer, what is an ACK or a NACK."""
+
+from __future__ import annotations
+
+from controlplane.xds.protocol import (
+    DeltaRequest,
+    DeltaSubscription,
+    Node,
+    Reply,
+    Request,
+    SotwSubscription,
+    Verdict,
+    node_group,
+)
+
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def request(version: str = "", nonce: str = "", error: str | None = None, names=()) -> Request:  # type: ignore[no-untyped-def]
+    return Request(CDS, version, None, tuple(names), nonce, error)
+
+
+def test_a_new_client_gets_the_current_version_unless_it_has_it() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_request(request(version=""))
+    assert sub.due("v1")
+    same = SotwSubscription(CDS)
+    same.on_request(request(version="v1"))
+    assert not same.due("v1")
+
+
+def test_ack_echoes_the_nonce_and_stops_further_sends_of_that_version() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_request(request())
+    sub.sent("v1", "1")
+    assert sub.on_request(request("v1", "1")) == Reply(Verdict.ACK, "v1")
+    assert not sub.due("v1")
+    assert sub.due("v2")
+
+
+def test_nack_is_recorded_and_the_rejected_version_is_not_sent_again() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_request(request())
+    sub.sent("v1", "1")
+    reply = sub.on_request(request("", "1", error="bad cluster"))
+    assert reply == Reply(Verdict.NACK, "v1", "bad cluster")
+    assert not sub.due("v1")
+    assert sub.due("v2")
+
+
+def test_requests_answering_an_older_nonce_are_ignored() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_request(request())
+    sub.sent("v1", "1")
+    sub.sent("v2", "2")
+    assert sub.on_request(request("", "1", error="late")) is None
+    assert sub.rejected_version is None
+
+
+def test_changed_names_or_force_make_a_response_due_at_the_same_version() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_request(request("v1", names=["a"]))
+    assert not sub.due("v1")
+    sub.sent("v1", "1")
+    sub.on_request(request("v1", "1", names=["a", "b"]))
+    assert sub.due("v1")
+    sub.sent("v1", "2")
+    sub.force = True
+    assert sub.due("v1")
+
+
+def test_rest_infers_a_nack_from_the_previous_version_repeated() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_poll(request("v1"))
+    sub.sent("v2")
+    reply = sub.on_poll(request("v1"))
+    assert reply is not None
+    assert (reply.verdict, reply.version) == (Verdict.NACK, "v2")
+    assert not sub.due("v2")  # holds instead of re-sending in a loop
+    assert sub.on_poll(request("v1")) is None  # still running v1: nothing new to record
+    assert sub.due("v3")
+
+
+def test_rest_ack_is_the_sent_version_coming_back_once() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_poll(request(""))
+    sub.sent("v1")
+    assert sub.on_poll(request("v1")) == Reply(Verdict.ACK, "v1")
+    assert sub.on_poll(request("v1")) is None
+
+
+def test_rest_client_naming_an_unknown_version_has_restarted() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_poll(request("v1"))
+    sub.sent("v2")
+    sub.on_poll(request("v2"))
+    assert sub.on_poll(request("")) is None  # a fresh Envoy, not a NACK
+    assert sub.due("v2")
+
+
+def delta(**fields) -> DeltaRequest:  # type: ignore[no-untyped-def]
+    return DeltaRequest(CDS, **fields)
+
+
+def test_delta_sends_only_what_the_client_lacks_and_removes_what_is_gone() -> None:
+    sub = DeltaSubscription(CDS)
+    sub.on_request(delta(initial_versions={"a": "1", "gone": "1"}))
+    assert sub.wildcard
+    assert sub.changes({"a": "1", "b": "1"}) == (["b"], ["gone"])
+
+
+def test_delta_first_answer_is_due_even_when_empty() -> None:
+    sub = DeltaSubscription(CDS)
+    sub.on_request(delta(subscribe=("a",)))
+    assert sub.changes({}) == ([], [])
+    assert not sub.answered
+
+
+def test_delta_nack_does_not_resend_but_the_next_version_goes_out() -> None:
+    sub = DeltaSubscription(CDS)
+    sub.on_request(delta())
+    sub.sent({"a": "2"}, [], "1")
+    reply = sub.on_request(delta(response_nonce="1", error="no"))
+    assert reply is not None
+    assert reply.verdict is Verdict.NACK
+    assert sub.changes({"a": "2"}) == ([], [])
+    assert sub.changes({"a": "3"}) == (["a"], [])
+
+
+def test_delta_explicit_subscriptions_and_forced_resend() -> None:
+    sub = DeltaSubscription(CDS)
+    sub.on_request(delta(subscribe=("a",)))
+    sub.on_request(delta(unsubscribe=("a",), subscribe=("b",)))
+    assert not sub.wildcard
+    assert sub.changes({"a": "1", "b": "1"}) == (["b"], [])
+    sub.sent({"b": "1"}, [], "1")
+    sub.force(["b"])
+    assert sub.changes({"a": "1", "b": "1"}) == (["b"], [])
+
+
+def test_node_group_comes_from_cluster_id_or_metadata() -> None:
+    node = Node("envoy-1", "edge", {"zone": "eu"})
+    assert node_group(node, "cluster") == "edge"
+    assert node_group(node, "id") == "envoy-1"
+    assert node_group(node, "metadata.zone") == "eu"
+    assert node_group(None, "cluster") == ""
