@@ -20,15 +20,10 @@ from controlplane.admin.config import AdminSettings
 from controlplane.domain import Pod, ServiceSettings
 from controlplane.domain.models import Namespace, ServiceName
 from controlplane.errors import InvalidInput
+from controlplane.store.config import RedisSettings, RedisTopology
 from controlplane.xds.config import XdsSettings
 
-
-class RedisSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = Field(default="sr", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
-    history_cap: int = Field(default=100, ge=1, le=100_000)
+__all__ = ["RedisSettings", "RedisTopology", "Settings"]
 
 
 class ListenSettings(BaseModel):
@@ -48,7 +43,25 @@ class UpkeepSettings(BaseModel):
     view_ttl_s: float = Field(default=1.0, gt=0)
     last_seen_flush_s: float = Field(default=1.0, gt=0)
     idle_expiry_every_s: float = Field(default=60.0, gt=0)
+    # Envoy routes a user by itself for this long after the control plane last saw it.
+    route_window_s: float = Field(default=600.0, gt=0)
+    route_expiry_every_s: float = Field(default=5.0, gt=0)
     health_checks: bool = True
+
+
+class SignalsSettings(BaseModel):
+    """What the control plane reads from Envoy (paths it shares with Envoy, admin URLs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Envoy's cluster_manager.outlier_detection.event_log_path.
+    outlier_event_log: Path | None = None
+    # Envoy's envoy.health_check.event_sink.file path.
+    health_event_log: Path | None = None
+    log_poll_s: float = Field(default=0.1, gt=0)
+    # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections.
+    envoy_admin_urls: list[str] = Field(default_factory=list)
+    stats_poll_s: float = Field(default=2.0, gt=0)
 
 
 class ServiceConfig(BaseModel):
@@ -72,6 +85,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     xds: XdsSettings = XdsSettings()
     upkeep: UpkeepSettings = UpkeepSettings()
+    signals: SignalsSettings = SignalsSettings()
     services: list[ServiceConfig] = Field(default_factory=list)
 
     @classmethod

@@ -47,11 +47,13 @@ class RedisServer:
         appendonly: bool = False,
         data_dir: str | None = None,
         extra_args: tuple[str, ...] = (),
+        config_file: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.appendonly = appendonly
         self.extra_args = extra_args
+        self.config_file = config_file  # needed by Sentinel, which rewrites its own config
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="stateful-route-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -63,6 +65,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
             find_redis_binary(),
+            *([self.config_file] if self.config_file else []),
             "--port", str(self.port),
             "--bind", self.host,
             "--save", "",

@@ -2,39 +2,35 @@
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from controlplane.domain import ServiceKey
 from controlplane.store.bindings import BindingStore
+from controlplane.store.config import RedisSettings
+from controlplane.store.connection import RedisClient, connect
 from controlplane.store.history import FailoverHistory
 from controlplane.store.keys import KeySpace, ServiceKeys
 from controlplane.store.registry import ServiceRegistry
 
 
-def connect(url: str, *, max_connections: int = 64, timeout_s: float = 5.0) -> Redis:
-    """A client whose callers wait for a free connection instead of failing when all are busy."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        decode_responses=True,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=10,
-    )
-    return Redis.from_pool(pool)  # the client owns the pool and closes it
-
-
 class Store:
-    """The control plane's Redis: one client, one key space, three views of the data."""
+    """The control plane's Redis: one client, one key space, three views of the data.
 
-    def __init__(self, redis: Redis, *, prefix: str = "sr", history_cap: int = 100) -> None:
+    The client may be a single server, a Cluster or a Sentinel-managed primary: see
+    connection.py for why one implementation serves all three.
+    """
+
+    def __init__(self, redis: RedisClient, *, prefix: str = "sr", history_cap: int = 100) -> None:
         self.redis = redis
         self.keyspace = KeySpace(prefix)
         self.bindings = BindingStore(redis)
         self.registry = ServiceRegistry(redis, self.keyspace)
         self.history = FailoverHistory(redis, history_cap)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> Store:
+        """A store on whichever topology ``settings`` choose."""
+        return cls(connect(settings), prefix=settings.prefix, history_cap=settings.history_cap)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sr", history_cap: int = 100) -> Store:
@@ -57,6 +53,7 @@ __all__ = [
     "BindingStore",
     "FailoverHistory",
     "KeySpace",
+    "RedisClient",
     "ServiceKeys",
     "ServiceRegistry",
     "Store",

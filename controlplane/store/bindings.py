@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from controlplane.domain import Binding
 from controlplane.store import scripts
+from controlplane.store.connection import RedisClient
 from controlplane.store.keys import ServiceKeys
 
 
@@ -21,15 +22,39 @@ def pod_of(value: str) -> int:
     return int(value[: value.index("|")])
 
 
+_MAX_PASSES = 8  # each pass declares at least one more pod; a service has few of them
+
+
 class BindingStore:
     """All operations on the bindings of services. Every method touches one service's slot."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
-        self._bind = redis.register_script(scripts.BIND_IF_ABSENT)
+        self._bind = redis.register_script(scripts.BIND_MANY)
         self._move = redis.register_script(scripts.MOVE)
         self._unbind = redis.register_script(scripts.UNBIND)
         self._expire = redis.register_script(scripts.EXPIRE_IDLE)
+
+    async def _run(
+        self, script: AsyncScript, keys: ServiceKeys, pods: Iterable[int], args: Sequence[Any]
+    ) -> list[Any]:
+        """Run a binding script until it has met no undeclared pod; -> each pass's result.
+
+        See scripts.py: the script declares the reverse-index sets of ``pods`` and names the
+        ones it also needed, which the next pass declares.
+        """
+        declared = sorted(set(pods))
+        results: list[Any] = []
+        for _ in range(_MAX_PASSES):
+            result, undeclared = await script(
+                keys=[keys.bindings, keys.last_seen, *(keys.pod_users(p) for p in declared)],
+                args=[",".join(map(str, declared)), *args],
+            )
+            results.append(result)
+            if not undeclared:
+                return results
+            declared = sorted({*declared, *(int(p) for p in undeclared)})
+        raise RuntimeError(f"bindings of {keys.bindings} kept naming new pods")
 
     async def lookup_many(self, keys: ServiceKeys, uids: Sequence[str]) -> list[int | None]:
         """The pod of each uid (None when unbound), in one round trip."""
@@ -46,20 +71,19 @@ class BindingStore:
     async def bind_many(
         self, keys: ServiceKeys, wanted: Sequence[tuple[str, int]], now: float
     ) -> list[tuple[int, bool]]:
-        """Bind each (uid, pod) unless the uid is bound already.
+        """Bind each (uid, pod) unless the uid is bound already, in one atomic script.
 
         Returns, per item, the pod the uid ends up on and whether this call bound it: the
         first writer wins, so concurrent callers on any replica agree on one pod.
         """
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for uid, pod in wanted:
-                await self._bind(
-                    keys=[keys.bindings, keys.last_seen, keys.pod_users(pod)],
-                    args=[uid, pod, repr(now)],
-                    client=pipe,
-                )
-            results: list[list[Any]] = await pipe.execute()
-        return [(pod_of(value), bool(created)) for created, value in results]
+        if not wanted:
+            return []
+        pairs = [str(item) for uid, pod in wanted for item in (uid, pod)]
+        [flat] = await self._run(self._bind, keys, (pod for _, pod in wanted), [repr(now), *pairs])
+        return [
+            (pod_of(value), bool(created))
+            for created, value in zip(flat[::2], flat[1::2], strict=True)
+        ]
 
     async def move(
         self, keys: ServiceKeys, uids: Sequence[str], to: int, now: float, *, only_from: int | None
@@ -70,17 +94,14 @@ class BindingStore:
         """
         if not uids:
             return []
+        pods = [to] if only_from is None else [to, only_from]
         expected = "" if only_from is None else str(only_from)
-        moved: list[str] = await self._move(
-            keys=[keys.bindings, keys.last_seen],
-            args=[keys.pod_users_prefix, repr(now), expected, to, *uids],
-        )
-        return moved
+        passes = await self._run(self._move, keys, pods, [repr(now), expected, to, *uids])
+        return [uid for moved in passes for uid in moved]
 
     async def unbind(self, keys: ServiceKeys, uid: str) -> Binding | None:
-        value: str | None = await self._unbind(
-            keys=[keys.bindings, keys.last_seen], args=[keys.pod_users_prefix, uid]
-        )
+        passes: list[str] = await self._run(self._unbind, keys, [], [uid])
+        value = next((v for v in passes if v), None)
         return None if value is None else parse_binding(uid, value)
 
     async def touch_many(self, keys: ServiceKeys, seen: Iterable[tuple[str, float]]) -> None:
@@ -90,12 +111,10 @@ class BindingStore:
             await self._redis.zadd(keys.last_seen, mapping, xx=True)
 
     async def expire_idle(self, keys: ServiceKeys, cutoff: float, limit: int = 1000) -> int:
-        """Forget up to ``limit`` users unused since ``cutoff``; returns how many."""
-        count: int = await self._expire(
-            keys=[keys.bindings, keys.last_seen],
-            args=[keys.pod_users_prefix, repr(cutoff), limit],
-        )
-        return count
+        """Forget users unused since ``cutoff``, at most ``limit`` per script run (the first
+        run may only learn the pods involved); returns how many."""
+        passes: list[int] = await self._run(self._expire, keys, [], [repr(cutoff), limit])
+        return sum(passes)
 
     async def users_of(self, keys: ServiceKeys, pod: int, batch: int = 1000) -> AsyncIterator[str]:
         """Every uid bound to ``pod`` (the reverse index), scanned in batches."""

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import cast
 
-from redis.asyncio import Redis
-
 from controlplane.domain import FailoverEvent
+from controlplane.store.connection import RedisClient
 from controlplane.store.keys import ServiceKeys
 
 
 class FailoverHistory:
-    def __init__(self, redis: Redis, cap: int = 100) -> None:
+    def __init__(self, redis: RedisClient, cap: int = 100) -> None:
         self._redis = redis
         self.cap = cap
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from redis.asyncio import Redis
-from redis.exceptions import WatchError
-
 from controlplane.domain import LoadReport, Pod, Service, ServiceKey
+from controlplane.store import scripts
+from controlplane.store.connection import RedisClient
 from controlplane.store.keys import KeySpace, ServiceKeys
 
 T = TypeVar("T")
@@ -17,9 +16,10 @@ _MAX_CAS_ATTEMPTS = 50
 
 
 class ServiceRegistry:
-    def __init__(self, redis: Redis, keyspace: KeySpace) -> None:
+    def __init__(self, redis: RedisClient, keyspace: KeySpace) -> None:
         self._redis = redis
         self._keyspace = keyspace
+        self._set_if_unchanged = redis.register_script(scripts.SET_POD_IF_UNCHANGED)
 
     async def service_keys(self) -> list[ServiceKey]:
         members = cast(set[str], await self._redis.smembers(self._keyspace.services))
@@ -79,23 +79,18 @@ class ServiceRegistry:
     ) -> tuple[Pod, T] | None:
         """Read-modify-write one pod atomically (optimistic: retried if another writer won).
 
+        The write is a compare-and-set script on the value read, so it needs no WATCH.
+
         ``change`` is pure and may run more than once. Returns None if the pod does not exist.
         """
         field = str(index)
         for _ in range(_MAX_CAS_ATTEMPTS):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(keys.pods)
-                    raw = await pipe.hget(keys.pods, field)
-                    if raw is None:
-                        return None
-                    pod, outcome = change(Pod.model_validate_json(raw))
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.hset(keys.pods, field, _pod_json(pod))
-                    await pipe.execute()
-                    return pod, outcome
-                except WatchError:
-                    continue
+            raw = cast(str | None, await self._redis.hget(keys.pods, field))
+            if raw is None:
+                return None
+            pod, outcome = change(Pod.model_validate_json(raw))
+            if await self._set_if_unchanged(keys=[keys.pods], args=[field, raw, _pod_json(pod)]):
+                return pod, outcome
         raise RuntimeError(f"pod {index} kept changing under {_MAX_CAS_ATTEMPTS} attempts")
 
     async def put_load(self, keys: ServiceKeys, index: int, load: LoadReport) -> None:

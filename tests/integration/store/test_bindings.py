@@ -94,3 +94,11 @@ async def test_every_key_of_a_service_shares_one_hash_tag(store: Store) -> None:
     names = [name async for name in store.redis.scan_iter("*")]
     assert names
     assert all("{games/lobby}" in name for name in names)
+
+
+async def test_a_move_from_any_pod_takes_users_off_whichever_pod_held_them(store: Store) -> None:
+    keys = store.keys(SERVICE)
+    await store.bindings.bind_many(keys, [("u0", 0), ("u1", 1), ("u5", 5)], now=1.0)
+    moved = await store.bindings.move(keys, ["u0", "u1", "u5", "u9"], 3, now=2.0, only_from=None)
+    assert sorted(moved) == ["u0", "u1", "u5", "u9"]
+    assert await forward(store) == dict.fromkeys(moved, 3) == await reverse_index(store, range(6))
