@@ -123,6 +123,10 @@ class StatefulRouteManager:
         self.sticky.drop_service(key)
         self._changed(key, forget_view=True)
 
+    async def service(self, key: ServiceKey) -> Service:
+        """A registered service (from the in-memory view); UnknownService if there is none."""
+        return (await self._view(key)).service
+
     async def services(self) -> list[Service]:
         found = []
         for key in await self.store.registry.service_keys():
@@ -354,7 +358,7 @@ class StatefulRouteManager:
         except UnknownService:
             return None
         pods = tuple(pod for _, pod in sorted(view.pods.items()))
-        return ServiceState(view.service, pods, tuple(sorted(self.sticky.routes(key).items())))
+        return ServiceState(view.service, pods, dict(self.sticky.routes(key)))
 
     async def service_states(self) -> list[ServiceState]:
         states = [await self.service_state(key) for key in await self.store.registry.service_keys()]

@@ -6,7 +6,8 @@ Pydantic models here are the shapes that cross an edge (HTTP, Redis, config); ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
@@ -56,6 +57,11 @@ class ServiceSettings(BaseModel):
     # Bounded-load hashing: no pod takes more than this factor times its fair share.
     hash_balance_factor: float = Field(default=1.25, gt=1.0, le=4.0)
     health_check: HealthCheckSettings = HealthCheckSettings()
+    # Host headers that reach the service besides "<name>.<namespace>"; "*" makes it the
+    # listener's default (one service per node group may take "*").
+    domains: list[Annotated[str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9.-]+(:(\*|\d+))?)$")]] = (
+        Field(default_factory=list, max_length=32)
+    )
     envoy: EnvoyClusterSettings = EnvoyClusterSettings()
 
 
@@ -203,8 +209,8 @@ class ServiceState:
 
     service: Service
     pods: tuple[Pod, ...]
-    # uid -> pod for users whose routes Envoy should carry (filled by the sticky-routing work).
-    routes: tuple[tuple[str, int], ...] = ()
+    # uid -> pod of the users whose routes Envoy carries (see domain/sticky.py).
+    routes: Mapping[str, int] = field(default_factory=dict)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -20,8 +20,14 @@ from controlplane.errors import StatefulRouteError
 from controlplane.xds import resources as res
 from controlplane.xds import wire
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
-from controlplane.xds.naming import LISTENER_NAME, ROUTE_CONFIG_NAME, cluster_name
+from controlplane.xds.naming import (
+    LISTENER_NAME,
+    MISS_PATH_CLUSTER,
+    ROUTE_CONFIG_NAME,
+    cluster_name,
+)
 from controlplane.xds.render import Fragment, Rendered, digest, render, render_composite
+from controlplane.xds.sticky_host import StickyHost
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +119,9 @@ class _Parts:
     state: ServiceState
     endpoints_input: tuple[tuple[int, str, int, int, PodState], ...] | None = None
     endpoints: Rendered | None = None
-    host_input: tuple[Service, tuple[tuple[str, int], ...]] | None = None
+    host_input: tuple[tuple[tuple[int, str], ...], Mapping[str, int]] | None = None
     host: Fragment | None = None
+    sticky: StickyHost | None = None
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
 
 
@@ -131,11 +138,17 @@ class SnapshotCache:
         self._sources = {kind: res.config_source(kind, self._rest) for kind in res.SourceKind}
         self._route_head = Fragment(res.build_route_configuration())
         self._parts: dict[ServiceKey, _Parts] = {}
-        self._listeners: dict[tuple[NodeGroupSettings, res.SourceKind], Rendered] = {}
+        self._listeners: dict[
+            tuple[NodeGroupSettings, res.SourceKind, frozenset[str]], Rendered
+        ] = {}
+        self._miss_path: Rendered | None = None
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
         self._watchers: set[Callable[[], None]] = set()
         self.closed = False
         self.generation = 0
+        # Where Envoy reaches the miss path (the control plane's HTTP listener); set before the
+        # first snapshot is built.
+        self.miss_path: tuple[str, int] = ("127.0.0.1", 0)
 
     # -- feeding it --------------------------------------------------------------------------
 
@@ -212,13 +225,16 @@ class SnapshotCache:
                 endpoints[name] = self._endpoints(parts)
                 hosts[name] = self._host(parts)
         hosts = dict(sorted(hosts.items()))
+        services = [p.state.service for k, p in self._parts.items() if _in_group(k, group)]
+        uid_headers = frozenset(service.settings.uid_header for service in services)
+        clusters[MISS_PATH_CLUSTER] = self._miss_path_cluster()
         fresh = {
             res.CLUSTER: dict(sorted(clusters.items())),
             res.ENDPOINT: dict(sorted(endpoints.items())),
-            res.LISTENER: {LISTENER_NAME: self._listener(group, key.kind, source)},
+            res.LISTENER: {LISTENER_NAME: self._listener(group, key.kind, source, uid_headers)},
             res.ROUTE: {ROUTE_CONFIG_NAME: self._routes(old, hosts)},
         }
-        _check_consistent(fresh)
+        _check_consistent(fresh, services)
         types: dict[str, TypeSnapshot] = {}
         for type_url, items in fresh.items():
             version = _joint_version(tuple(items), items)
@@ -248,6 +264,12 @@ class SnapshotCache:
             list(hosts.values()),
         )
 
+    def _miss_path_cluster(self) -> Rendered:
+        if self._miss_path is None:
+            cluster = res.build_miss_path_cluster(*self.miss_path)
+            self._miss_path = render(res.CLUSTER, MISS_PATH_CLUSTER, cluster)
+        return self._miss_path
+
     def _cluster(self, parts: _Parts, kind: res.SourceKind, source: ConfigSource) -> Rendered:
         service = parts.state.service
         cached = parts.clusters.get(kind)
@@ -268,19 +290,29 @@ class SnapshotCache:
         return parts.endpoints
 
     def _host(self, parts: _Parts) -> Fragment:
-        fingerprint = (parts.state.service, parts.state.routes)
+        state = parts.state
+        if parts.sticky is None or parts.sticky.service != state.service:
+            parts.sticky, parts.host = StickyHost(state.service), None
+        fingerprint = (tuple((p.index, p.address) for p in state.pods), state.routes)
         if parts.host is None or parts.host_input != fingerprint:
-            parts.host = Fragment(res.build_virtual_host(*fingerprint))
+            parts.host = parts.sticky.render(state.pods, state.routes)
             parts.host_input = fingerprint
         return parts.host
 
     def _listener(
-        self, group: NodeGroupSettings, kind: res.SourceKind, source: ConfigSource
+        self,
+        group: NodeGroupSettings,
+        kind: res.SourceKind,
+        source: ConfigSource,
+        uid_headers: frozenset[str],
     ) -> Rendered:
-        found = self._listeners.get((group, kind))
+        found = self._listeners.get((group, kind, uid_headers))
         if found is None:
-            listener = res.build_listener(group.listener_address, group.listener_port, source)
-            found = self._listeners[(group, kind)] = render(res.LISTENER, LISTENER_NAME, listener)
+            listener = res.build_listener(
+                group.listener_address, group.listener_port, source, uid_headers
+            )
+            found = render(res.LISTENER, LISTENER_NAME, listener)
+            self._listeners[(group, kind, uid_headers)] = found
         return found
 
 
@@ -288,12 +320,23 @@ def _in_group(key: ServiceKey, group: NodeGroupSettings) -> bool:
     return group.namespaces is None or key.namespace in group.namespaces
 
 
-def _check_consistent(types: Mapping[str, Mapping[str, Rendered]]) -> None:
-    # Listener -> RouteConfiguration by name; Cluster -> ClusterLoadAssignment by name.
-    if set(types[res.CLUSTER]) != set(types[res.ENDPOINT]):
+def _check_consistent(
+    types: Mapping[str, Mapping[str, Rendered]], services: Iterable[Service]
+) -> None:
+    # Listener -> RouteConfiguration by name; EDS Cluster -> ClusterLoadAssignment by name (the
+    # miss path's cluster carries its endpoint inline).
+    if set(types[res.CLUSTER]) - {MISS_PATH_CLUSTER} != set(types[res.ENDPOINT]):
         raise InconsistentSnapshot("clusters and load assignments differ")
     if types[res.LISTENER] and ROUTE_CONFIG_NAME not in types[res.ROUTE]:
         raise InconsistentSnapshot("the listener names a route configuration that is missing")
+    claimed: dict[str, ServiceKey] = {}
+    for service in services:
+        for domain in service.settings.domains:
+            if claimed.setdefault(domain, service.key) != service.key:
+                # Envoy would reject the whole route configuration.
+                raise InconsistentSnapshot(
+                    f"{service.key} and {claimed[domain]} both claim the domain {domain!r}"
+                )
 
 
 def _joint_version(names: tuple[str, ...], resources: Mapping[str, Rendered]) -> str:

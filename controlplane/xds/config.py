@@ -30,6 +30,12 @@ class XdsSettings(BaseModel):
     default_group: NodeGroupSettings = NodeGroupSettings()
     node_groups: dict[str, NodeGroupSettings] = Field(default_factory=dict)
 
+    # Where Envoy reaches the control plane's miss path (ext_authz): by default the address the
+    # xDS HTTP listener is bound to; set these when Envoy sees the control plane elsewhere
+    # (a container name, a service IP).
+    miss_path_host: str | None = None
+    miss_path_port: int | None = Field(default=None, ge=1, le=65535)
+
     # Changes arriving within this window become one snapshot.
     debounce_s: float = Field(default=0.005, ge=0, le=1.0)
 

@@ -37,13 +37,19 @@ class XdsListeners:
         self._grpc: Server | None = None
 
     async def start(self) -> None:
-        await self.xds.start()
         app = web.Application(client_max_size=_MAX_REST_BODY)
         app.router.add_routes([*self.xds.routes(), *self._extra_routes])
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.rest_port).start()
         self.rest_port = self._runner.addresses[0][1]
+        # Envoy reaches the miss path on this listener unless settings name another address.
+        settings = self.xds.settings
+        self.xds.cache.miss_path = (
+            settings.miss_path_host or self.host,
+            settings.miss_path_port or self.rest_port,
+        )
+        await self.xds.start()
         self._grpc = Server([self.xds.ads])
         await self._grpc.start(self.host, self.grpc_port)
         # grpclib does not expose the bound port; its asyncio server does.

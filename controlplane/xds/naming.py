@@ -5,6 +5,7 @@
 - Virtual host of a service: the same name; it answers to the Host ``{name}.{namespace}``
   (with any port), the way a Kubernetes client names a service.
 - The one Listener and the one RouteConfiguration: ``stateful-route``.
+- The control plane's own cluster for the miss path: ``stateful-route.miss-path``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from controlplane.domain import ServiceKey
 
 LISTENER_NAME = "stateful-route"
 ROUTE_CONFIG_NAME = "stateful-route"
-# Endpoint metadata namespace Envoy's subset load balancer reads, and our key in it.
-LB_METADATA_NAMESPACE = "envoy.lb"
-POD_METADATA_KEY = "pod"
+# The control plane as Envoy's ext_authz server; no "/", so no service cluster can take it.
+MISS_PATH_CLUSTER = "stateful-route.miss-path"
+MISS_PATH_PREFIX = "/ext_authz"
+# Set by a user's route, or by the miss path's answer: base64 of the pod's "ip:port", read by
+# Envoy's stateful_session filter. Stripped from client requests before routing.
+SESSION_HEADER = "x-stateful-route-host"
+# Set by a service's fallback route so the miss path knows the service. Stripped likewise.
+SERVICE_HEADER = "x-stateful-route-service"
 
 
 def cluster_name(key: ServiceKey) -> str:

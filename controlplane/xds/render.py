@@ -24,18 +24,25 @@ def digest(data: bytes) -> str:
 class Fragment:
     """One message serialized: protobuf bytes now, its JSON object the first time asked."""
 
-    __slots__ = ("_json", "_message", "proto")
+    __slots__ = ("_json", "_make_json", "proto")
 
     def __init__(self, message: betterproto2.Message) -> None:
         self.proto = bytes(message)
-        self._message: betterproto2.Message | None = message
+        self._make_json: Callable[[], str] | None = lambda: _dumps(message.to_dict())
         self._json = ""
+
+    @classmethod
+    def assembled(cls, proto: bytes, make_json: Callable[[], str]) -> Fragment:
+        """A message put together from already serialized parts."""
+        fragment = cls.__new__(cls)
+        fragment.proto, fragment._make_json, fragment._json = proto, make_json, ""
+        return fragment
 
     @property
     def json(self) -> str:
-        if self._message is not None:
-            self._json = _dumps(self._message.to_dict())
-            self._message = None  # the JSON is all we need from it now
+        if self._make_json is not None:
+            self._json = self._make_json()
+            self._make_json = None  # the JSON is all we need from the parts now
         return self._json
 
 

@@ -3,10 +3,21 @@
 One Cluster (EDS) and one ClusterLoadAssignment per service, one VirtualHost per service inside
 the one RouteConfiguration, and one Listener whose HttpConnectionManager fetches that
 RouteConfiguration over RDS. Names come from ``naming``.
+
+How a request finds its user's pod (docs/architecture.md tells it in full):
+- Envoy first strips the two internal headers a client might forge (``SESSION_HEADER``,
+  ``SERVICE_HEADER``).
+- A user in the service's virtual host ``matcher`` (an exact map on the uid header) gets a route
+  that sets ``SESSION_HEADER`` to its pod's address and skips ext_authz.
+- Anyone else gets the fallback route, which names the service in ``SERVICE_HEADER`` and lets
+  ext_authz ask the control plane (the miss path); the answer carries ``SESSION_HEADER``.
+- The stateful_session filter sends the request to the host in ``SESSION_HEADER`` while that
+  host is healthy or draining, else the cluster's own load balancer picks one.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,10 +32,10 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDiscoveryType,
     ClusterEdsClusterConfig,
     ClusterLbPolicy,
-    ClusterLbSubsetConfig,
-    ClusterLbSubsetConfigLbSubsetFallbackPolicy,
-    ClusterLbSubsetConfigLbSubsetSelector,
     OutlierDetection,
+)
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
+    HeaderMutation as MutationRulesHeaderMutation,
 )
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
@@ -33,11 +44,16 @@ from envoy_data_plane.envoy.config.core.v3 import (
     ApiConfigSourceApiType,
     ApiVersion,
     ConfigSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckHttpHealthCheck,
     HealthStatus,
-    Metadata,
+    HealthStatusSet,
+    HttpUri,
     SocketAddress,
+    TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -47,8 +63,8 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
-    HeaderMatcher,
     RetryPolicy,
+    RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
     RouteActionHashPolicy,
@@ -57,22 +73,56 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    AuthorizationResponse,
+    ExtAuthz,
+    ExtAuthzPerRoute,
+    HttpService,
+)
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
+    HeaderMutation,
+    HeaderMutationPerRoute,
+    Mutations,
+)
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import StatefulSession
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpFilter,
     Rds,
 )
-from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
-from envoy_data_plane.google.protobuf import Any, Struct, Value
+from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    HeaderMutation as EarlyHeaderMutation,
+)
+from envoy_data_plane.envoy.extensions.http.stateful_session.header.v3 import (
+    HeaderBasedSessionState,
+)
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
+    PreviousHostsPredicate,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    HttpRequestHeaderMatchInput,
+    ListStringMatcher,
+    StringMatcher,
+)
+from envoy_data_plane.google.protobuf import Any
+from envoy_data_plane.xds.core.v3 import TypedExtensionConfig as XdsTypedExtensionConfig
+from envoy_data_plane.xds.type.matcher.v3 import Matcher as XdsMatcher
+from envoy_data_plane.xds.type.matcher.v3 import (
+    MatcherMatcherTree,
+    MatcherMatcherTreeMatchMap,
+    MatcherOnMatch,
+)
 
 from controlplane.domain import Pod, PodState, Service, ServiceKey, Strategy
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.xds.naming import (
-    LB_METADATA_NAMESPACE,
     LISTENER_NAME,
-    POD_METADATA_KEY,
+    MISS_PATH_CLUSTER,
+    MISS_PATH_PREFIX,
     ROUTE_CONFIG_NAME,
+    SERVICE_HEADER,
+    SESSION_HEADER,
     cluster_name,
     service_domains,
 )
@@ -93,6 +143,9 @@ _LB_POLICY = {
     Strategy.BOUNDED_HASH: ClusterLbPolicy.RING_HASH,
 }
 _HASHED = frozenset({ClusterLbPolicy.RING_HASH, ClusterLbPolicy.MAGLEV})
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
+MISS_PATH_TIMEOUT_S = 1.0
 
 _HEALTH_STATUS = {
     PodState.HEALTHY: HealthStatus.HEALTHY,
@@ -102,6 +155,15 @@ _HEALTH_STATUS = {
     PodState.DOWN: HealthStatus.UNHEALTHY,
     PodState.RECOVERING: HealthStatus.UNHEALTHY,  # takes no users until it is HEALTHY again
 }
+
+
+# Hosts a session header may pin a request to; anything else falls back to the balancer.
+_SESSION_HOST_STATUSES = [
+    HealthStatus.UNKNOWN,
+    HealthStatus.HEALTHY,
+    HealthStatus.DEGRADED,
+    HealthStatus.DRAINING,
+]
 
 
 class SourceKind(StrEnum):
@@ -147,14 +209,17 @@ def build_cluster(service: Service, source: ConfigSource) -> Cluster:
     settings = service.settings
     envoy = settings.envoy
     policy = lb_policy(settings.strategy)
-    common = None
+    hashing = None
     if policy in _HASHED:
         # Bounded-load hashing: Envoy caps each host at this percentage of the average load.
-        common = ClusterCommonLbConfig(
-            consistent_hashing_lb_config=ClusterCommonLbConfigConsistentHashingLbConfig(
-                hash_balance_factor=round(settings.hash_balance_factor * 100)
-            )
+        hashing = ClusterCommonLbConfigConsistentHashingLbConfig(
+            hash_balance_factor=round(settings.hash_balance_factor * 100)
         )
+    common = ClusterCommonLbConfig(
+        consistent_hashing_lb_config=hashing,
+        # A draining pod keeps its bound users: their session header may still name it.
+        override_host_status=HealthStatusSet(statuses=_SESSION_HOST_STATUSES),
+    )
     return Cluster(
         name=cluster_name(service.key),
         type=ClusterDiscoveryType.EDS,
@@ -162,11 +227,6 @@ def build_cluster(service: Service, source: ConfigSource) -> Cluster:
         connect_timeout=_seconds(envoy.connect_timeout_s),
         lb_policy=policy,
         common_lb_config=common,
-        # Sticky routes pick one pod by its metadata; a pod that is gone falls back to any.
-        lb_subset_config=ClusterLbSubsetConfig(
-            fallback_policy=ClusterLbSubsetConfigLbSubsetFallbackPolicy.ANY_ENDPOINT,
-            subset_selectors=[ClusterLbSubsetConfigLbSubsetSelector(keys=[POD_METADATA_KEY])],
-        ),
         circuit_breakers=_circuit_breakers(envoy),
         outlier_detection=_outlier_detection(envoy),
         health_checks=_health_checks(envoy),
@@ -234,7 +294,6 @@ def build_load_assignment(
                             hostname=f"pod-{pod.index}",
                         ),
                         health_status=health_status(pod.state),
-                        metadata=_pod_metadata(pod.index),
                         load_balancing_weight=weights[pod.index],
                     )
                     for pod in sorted(pods, key=lambda p: p.index)
@@ -246,30 +305,90 @@ def build_load_assignment(
     )
 
 
-def build_virtual_host(service: Service, sticky: Iterable[tuple[str, int]] = ()) -> VirtualHost:
-    """A service's virtual host: one route per sticky user, then the service-wide route.
+def build_virtual_host(
+    service: Service, pods: Sequence[Pod], routes: Mapping[str, int]
+) -> VirtualHost:
+    """A service's virtual host: its users' routes in an exact map on the uid header.
 
-    ``sticky`` holds (uid, pod index) pairs: a request carrying that uid in the service's uid
-    header goes to that pod (falling back to any pod if it is gone).
+    This builds the whole message; the cache assembles the same bytes from cached parts
+    (``sticky_host``), which the tests check against this.
     """
-    settings = service.settings
-    name = cluster_name(service.key)
-    header = settings.uid_header
-    routes = [
-        Route(
-            match=RouteMatch(
-                prefix="/",
-                headers=[HeaderMatcher(name=header, string_match=StringMatcher(exact=uid))],
+    host = build_host_head(service)
+    addresses = {pod.index: pod for pod in pods}
+    users = {uid: addresses[pod] for uid, pod in routes.items() if pod in addresses}
+    tree = None
+    if users:  # Envoy rejects an empty map
+        tree = MatcherMatcherTree(
+            input=uid_input(service),
+            exact_match_map=MatcherMatcherTreeMatchMap(
+                map={uid: sticky_on_match(service, pod) for uid, pod in users.items()}
             ),
-            route=_route_action(service, metadata_match=_pod_metadata(pod)),
         )
-        for uid, pod in sorted(sticky)
-    ]
-    routes.append(Route(match=RouteMatch(prefix="/"), route=_route_action(service)))
-    return VirtualHost(name=name, domains=service_domains(service.key), routes=routes)
+    host.matcher = XdsMatcher(matcher_tree=tree, on_no_match=fallback_on_match(service))
+    return host
 
 
-def _route_action(service: Service, metadata_match: Metadata | None = None) -> RouteAction:
+def build_host_head(service: Service) -> VirtualHost:
+    """The virtual host without its matcher."""
+    domains = [*service_domains(service.key), *service.settings.domains]
+    return VirtualHost(name=cluster_name(service.key), domains=domains)
+
+
+def uid_input(service: Service) -> XdsTypedExtensionConfig:
+    """The matcher's input: the service's uid header."""
+    return XdsTypedExtensionConfig(
+        name="uid",
+        typed_config=Any.pack(HttpRequestHeaderMatchInput(header_name=service.settings.uid_header)),
+    )
+
+
+def sticky_on_match(service: Service, pod: Pod) -> MatcherOnMatch:
+    """The route of a user bound to ``pod``: pin the session to it, skip the miss path."""
+    session = base64.b64encode(pod.address.encode()).decode()
+    return _on_match(
+        service,
+        {
+            EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(disabled=True)),
+            HEADER_MUTATION_FILTER: _set_header(SESSION_HEADER, session),
+        },
+    )
+
+
+def fallback_on_match(service: Service) -> MatcherOnMatch:
+    """The route of anyone else: name the service so the miss path knows where to place it."""
+    return _on_match(
+        service, {HEADER_MUTATION_FILTER: _set_header(SERVICE_HEADER, str(service.key))}
+    )
+
+
+def _on_match(service: Service, per_filter: dict[str, Any]) -> MatcherOnMatch:
+    route = Route(
+        match=RouteMatch(prefix="/"),
+        route=_route_action(service),
+        typed_per_filter_config=per_filter,
+    )
+    action = XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
+    return MatcherOnMatch(action=action)
+
+
+def _set_header(name: str, value: str) -> Any:
+    return Any.pack(
+        HeaderMutationPerRoute(
+            mutations=Mutations(
+                request_mutations=[
+                    MutationRulesHeaderMutation(
+                        append=HeaderValueOption(
+                            header=HeaderValue(key=name, value=value),
+                            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
+                    )
+                ]
+            )
+        )
+    )
+
+
+def _route_action(service: Service) -> RouteAction:
     settings = service.settings
     retry = settings.envoy.retry
     hash_policy = []
@@ -281,13 +400,20 @@ def _route_action(service: Service, metadata_match: Metadata | None = None) -> R
         ]
     return RouteAction(
         cluster=cluster_name(service.key),
-        metadata_match=metadata_match,
         hash_policy=hash_policy,
         timeout=_seconds(settings.envoy.route_timeout_s),
         retry_policy=RetryPolicy(
             retry_on=retry.retry_on,
             num_retries=retry.num_retries,
             per_try_timeout=_seconds(retry.per_try_timeout_s) if retry.per_try_timeout_s else None,
+            # A retry goes to another pod: the session's pod may be the one that just died.
+            retry_host_predicate=[
+                RetryPolicyRetryHostPredicate(
+                    name="envoy.retry_host_predicates.previous_hosts",
+                    typed_config=Any.pack(PreviousHostsPredicate()),
+                )
+            ],
+            host_selection_retry_max_attempts=5,
         ),
     )
 
@@ -301,13 +427,43 @@ def build_route_configuration() -> RouteConfiguration:
     return RouteConfiguration(name=ROUTE_CONFIG_NAME)
 
 
-def build_listener(address: str, port: int, source: ConfigSource) -> Listener:
-    """The proxy listener: HTTP, routes fetched over RDS."""
+def build_listener(
+    address: str, port: int, source: ConfigSource, uid_headers: Iterable[str]
+) -> Listener:
+    """The proxy listener: HTTP, routes over RDS, the filters of the sticky data path."""
     manager = HttpConnectionManager(
         stat_prefix="stateful_route",
         rds=Rds(config_source=source, route_config_name=ROUTE_CONFIG_NAME),
+        # Before any route is chosen: a client must not name its own pod or service.
+        early_header_mutation_extensions=[
+            TypedExtensionConfig(
+                name="strip-internal-headers",
+                typed_config=Any.pack(
+                    EarlyHeaderMutation(
+                        mutations=[
+                            MutationRulesHeaderMutation(remove=SESSION_HEADER),
+                            MutationRulesHeaderMutation(remove=SERVICE_HEADER),
+                        ]
+                    )
+                ),
+            )
+        ],
         http_filters=[
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
+            HttpFilter(name=HEADER_MUTATION_FILTER, typed_config=Any.pack(HeaderMutation())),
+            HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=Any.pack(_ext_authz(uid_headers))),
+            HttpFilter(
+                name="envoy.filters.http.stateful_session",
+                typed_config=Any.pack(
+                    StatefulSession(
+                        session_state=TypedExtensionConfig(
+                            name="envoy.http.stateful_session.header",
+                            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
+                        ),
+                        strict=False,  # a failed pod's users go to another pod, not to an error
+                    )
+                ),
+            ),
+            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
     return Listener(
@@ -326,11 +482,43 @@ def build_listener(address: str, port: int, source: ConfigSource) -> Listener:
     )
 
 
-def _pod_metadata(index: int) -> Metadata:
-    return Metadata(
-        filter_metadata={
-            LB_METADATA_NAMESPACE: Struct(fields={POD_METADATA_KEY: Value(string_value=str(index))})
-        }
+def _ext_authz(uid_headers: Iterable[str]) -> ExtAuthz:
+    allowed = [SERVICE_HEADER, *sorted(set(uid_headers))]
+    return ExtAuthz(
+        transport_api_version=ApiVersion.V3,
+        # The control plane unreachable: requests still flow, balanced by Envoy alone.
+        failure_mode_allow=True,
+        allowed_headers=ListStringMatcher(patterns=[StringMatcher(exact=h) for h in allowed]),
+        http_service=HttpService(
+            server_uri=HttpUri(
+                uri=f"http://{MISS_PATH_CLUSTER}",
+                cluster=MISS_PATH_CLUSTER,
+                timeout=_seconds(MISS_PATH_TIMEOUT_S),
+            ),
+            path_prefix=MISS_PATH_PREFIX,
+            authorization_response=AuthorizationResponse(
+                allowed_upstream_headers=ListStringMatcher(
+                    patterns=[StringMatcher(exact=SESSION_HEADER)]
+                )
+            ),
+        ),
+    )
+
+
+def build_miss_path_cluster(host: str, port: int) -> Cluster:
+    """Where Envoy sends its ext_authz checks: the control plane (a name or an address)."""
+    return Cluster(
+        name=MISS_PATH_CLUSTER,
+        type=ClusterDiscoveryType.STRICT_DNS,
+        connect_timeout=_seconds(MISS_PATH_TIMEOUT_S),
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=MISS_PATH_CLUSTER,
+            endpoints=[
+                LocalityLbEndpoints(
+                    lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_address(host, port)))]
+                )
+            ],
+        ),
     )
 
 

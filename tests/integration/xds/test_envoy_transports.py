@@ -10,6 +10,7 @@ import pytest
 
 from controlplane.domain import PodHealth, PodState, ServiceKey, ServiceState
 from controlplane.xds.clients import EnvoyView, Transport
+from controlplane.xds.naming import MISS_PATH_CLUSTER
 from controlplane.xds.resources import ENDPOINT
 from tests.integration.xds.conftest import Plane, eventually, hosts
 from tests.support.state import service_state
@@ -78,7 +79,7 @@ async def test_requests_through_the_listener_reach_the_upstreams(plane: Plane) -
 async def test_sticky_routes_send_a_user_to_its_pod(plane: Plane) -> None:
     key = add_service(plane, "games", "rooms")
     state = plane.source.states[key]
-    plane.source.put(ServiceState(state.service, state.pods, routes=(("alice", 2), ("bob", 0))))
+    plane.source.put(ServiceState(state.service, state.pods, routes={"alice": 2, "bob": 0}))
     await wait_for_cluster(plane, "games/rooms")
 
     async def pinned() -> bool:
@@ -165,7 +166,7 @@ async def test_node_groups_get_their_own_snapshot(plane: Plane) -> None:
     await wait_for_cluster(plane, "blue/api")
     async with plane.envoy_for("blue") as blue:
         names = {c["name"] for c in (await blue.clusters())["cluster_statuses"]}
-        assert names == {"xds_cluster", "blue/api"}
+        assert names == {"xds_cluster", "blue/api", MISS_PATH_CLUSTER}
         assert (await get(plane.blue_listener_port, "api.blue"))["pod"] in range(3)
         view = envoy_view(plane, f"envoy-{plane.transport}-blue")
         assert view is not None

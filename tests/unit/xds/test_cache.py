@@ -15,6 +15,7 @@ from controlplane.xds.cache import (
     _check_consistent,
 )
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.naming import MISS_PATH_CLUSTER
 from controlplane.xds.render import render
 from tests.support.state import service_state
 
@@ -37,7 +38,11 @@ def with_pod(state: ServiceState, index: int, **changes: object) -> ServiceState
 def test_a_snapshot_holds_every_type_for_every_service() -> None:
     cache = cache_with(service_state("games", "lobby", [9000, 9001]), service_state("a", "b", [1]))
     snapshot = cache.snapshot(ADS)
-    assert list(snapshot.type(res.CLUSTER).resources) == ["a/b", "games/lobby"]
+    assert list(snapshot.type(res.CLUSTER).resources) == [
+        "a/b",
+        "games/lobby",
+        MISS_PATH_CLUSTER,
+    ]
     assert list(snapshot.type(res.ENDPOINT).resources) == ["a/b", "games/lobby"]
     assert list(snapshot.type(res.LISTENER).resources) == ["stateful-route"]
     assert list(snapshot.type(res.ROUTE).resources) == ["stateful-route"]
@@ -62,7 +67,7 @@ def test_a_sticky_route_change_reaches_every_group_and_kind() -> None:
     lobby = service_state("games", "lobby", [9000, 9001])
     cache = cache_with(lobby)
     before = {key: cache.snapshot(key).type(res.ROUTE).version for key in (ADS, REST)}
-    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods, routes=(("bob", 1),))})
+    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods, routes={"bob": 1})})
     for key, version in before.items():
         assert cache.snapshot(key).type(res.ROUTE).version != version
 
@@ -90,7 +95,7 @@ def test_removed_service_leaves_every_type() -> None:
     cache = cache_with(service_state("games", "lobby", [9000]))
     cache.snapshot(ADS)
     cache.update({LOBBY: None})
-    assert cache.snapshot(ADS).type(res.CLUSTER).resources == {}
+    assert list(cache.snapshot(ADS).type(res.CLUSTER).resources) == [MISS_PATH_CLUSTER]
 
 
 def test_node_groups_see_their_namespaces_and_their_listener_port() -> None:
@@ -100,7 +105,7 @@ def test_node_groups_see_their_namespaces_and_their_listener_port() -> None:
         node_groups={"blue": {"listener_port": 11000, "namespaces": ["blue"]}},
     )
     blue = cache.snapshot(SnapshotKey("blue", res.SourceKind.ADS))
-    assert list(blue.type(res.CLUSTER).resources) == ["blue/api"]
+    assert list(blue.type(res.CLUSTER).resources) == ["blue/api", MISS_PATH_CLUSTER]
     assert blue.type(res.LISTENER).version != cache.snapshot(ADS).type(res.LISTENER).version
 
 
@@ -125,17 +130,33 @@ def test_views_cache_their_response_bodies_per_version() -> None:
 
 
 def test_route_configuration_assembled_from_parts_equals_one_built_whole() -> None:
-    lobby, other = service_state("games", "lobby", [9000]), service_state("a", "b", [1])
+    lobby = service_state("games", "lobby", [9000, 9001])
+    lobby = ServiceState(lobby.service, lobby.pods, routes={"bob": 1, "alice": 0, "gone": 7})
+    other = service_state("a", "b", [1])
     cache = cache_with(lobby, other)
     assembled = cache.snapshot(REST).type(res.ROUTE).resources["stateful-route"]
     whole = res.build_route_configuration()
     whole.virtual_hosts = [
-        res.build_virtual_host(other.service),
-        res.build_virtual_host(lobby.service),
+        res.build_virtual_host(other.service, other.pods, {}),
+        res.build_virtual_host(lobby.service, lobby.pods, {"bob": 1, "alice": 0}),
     ]
     expected = render(res.ROUTE, "stateful-route", whole)
     assert assembled.proto == expected.proto
     assert json.loads(assembled.json) == json.loads(expected.json)
+
+
+def test_one_changed_user_reuses_every_other_users_entry() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    routes = {f"u{i}": i % 2 for i in range(100)}
+    cache = cache_with(ServiceState(lobby.service, lobby.pods, routes=routes))
+    first = cache.snapshot(ADS).type(res.ROUTE)
+    moved = {**routes, "u0": 1}
+    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods, routes=moved)})
+    second = cache.snapshot(ADS).type(res.ROUTE)
+    assert second.version != first.version
+    whole = res.build_route_configuration()
+    whole.virtual_hosts = [res.build_virtual_host(lobby.service, lobby.pods, moved)]
+    assert second.resources["stateful-route"].proto == bytes(whole)
 
 
 def test_a_snapshot_whose_clusters_lack_endpoints_is_refused() -> None:
@@ -148,5 +169,21 @@ def test_a_snapshot_whose_clusters_lack_endpoints_is_refused() -> None:
     )
     with pytest.raises(InconsistentSnapshot):
         _check_consistent(
-            {res.CLUSTER: {"a/b": cluster}, res.ENDPOINT: {}, res.LISTENER: {}, res.ROUTE: {}}
+            {res.CLUSTER: {"a/b": cluster}, res.ENDPOINT: {}, res.LISTENER: {}, res.ROUTE: {}},
+            [],
         )
+
+
+def test_a_service_with_extra_domains_answers_to_them() -> None:
+    lobby = service_state("games", "lobby", [9000], domains=["*"])
+    cache = cache_with(lobby)
+    config = json.loads(cache.snapshot(ADS).type(res.ROUTE).resources["stateful-route"].json)
+    assert config["virtualHosts"][0]["domains"] == ["lobby.games", "lobby.games:*", "*"]
+
+
+def test_two_services_claiming_one_domain_make_no_snapshot() -> None:
+    with pytest.raises(InconsistentSnapshot, match="both claim"):
+        cache_with(
+            service_state("games", "lobby", [9000], domains=["*"]),
+            service_state("games", "chat", [9001], domains=["*"]),
+        ).snapshot(ADS)

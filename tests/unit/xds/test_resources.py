@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 import pytest
 
-from controlplane.domain import PodHealth, PodState, Strategy
+from controlplane.domain import PodHealth, PodState, ServiceState, Strategy
 from controlplane.xds import resources as res
+from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
 from tests.support.state import service_state
 
 ADS_SOURCE = res.config_source(res.SourceKind.ADS)
@@ -31,12 +35,18 @@ def test_endpoint_health_follows_the_pod_lifecycle(state: PodState, status: str)
     assert endpoint["loadBalancingWeight"] == 5
 
 
+def fallback_route(state: ServiceState) -> dict[str, Any]:
+    host = res.build_virtual_host(state.service, state.pods, {}).to_dict()
+    route: dict[str, Any] = host["matcher"]["onNoMatch"]["action"]["typedConfig"]
+    return route
+
+
 def test_hashing_services_hash_on_the_uid_header_with_bounded_load() -> None:
     state = service_state("games", "lobby", [9000], uid_header="x-player", hash_balance_factor=1.5)
     cluster = res.build_cluster(state.service, ADS_SOURCE).to_dict()
     assert cluster["lbPolicy"] == "RING_HASH"
     assert cluster["commonLbConfig"]["consistentHashingLbConfig"]["hashBalanceFactor"] == 150
-    route = res.build_virtual_host(state.service).to_dict()["routes"][-1]["route"]
+    route = fallback_route(state)["route"]
     assert route["hashPolicy"] == [{"header": {"headerName": "x-player"}}]
 
 
@@ -44,7 +54,18 @@ def test_least_request_services_carry_no_hash_policy() -> None:
     state = service_state("games", "lobby", [9000], strategy=Strategy.LEAST_CONNECTIONS)
     cluster = res.build_cluster(state.service, ADS_SOURCE).to_dict()
     assert cluster["lbPolicy"] == "LEAST_REQUEST"
-    assert "hashPolicy" not in res.build_virtual_host(state.service).to_dict()["routes"][0]["route"]
+    assert "hashPolicy" not in fallback_route(state)["route"]
+
+
+def test_retries_go_to_another_pod() -> None:
+    retry = fallback_route(service_state("games", "lobby", [9000]))["route"]["retryPolicy"]
+    assert retry["retryOn"] == "connect-failure,refused-stream"
+    assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+def test_a_draining_pod_may_still_be_a_sessions_host() -> None:
+    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
+    assert "DRAINING" in cluster["commonLbConfig"]["overrideHostStatus"]["statuses"]
 
 
 def test_protections_are_configurable_per_service() -> None:
@@ -60,9 +81,48 @@ def test_protections_are_configurable_per_service() -> None:
     assert cluster["circuitBreakers"]["thresholds"][0]["maxRequests"] == 7
 
 
-def test_sticky_users_get_a_route_to_their_pod_before_the_service_route() -> None:
+def test_bound_users_are_pinned_to_their_pod_and_skip_the_miss_path() -> None:
     state = service_state("games", "lobby", [9000, 9001])
-    routes = res.build_virtual_host(state.service, [("bob", 1)]).to_dict()["routes"]
-    assert routes[0]["match"]["headers"] == [{"name": "x-uid", "stringMatch": {"exact": "bob"}}]
-    assert routes[0]["route"]["metadataMatch"] == {"filterMetadata": {"envoy.lb": {"pod": "1"}}}
-    assert "headers" not in routes[1]["match"]
+    host = res.build_virtual_host(state.service, state.pods, {"bob": 1}).to_dict()
+    tree = host["matcher"]["matcherTree"]
+    assert tree["input"]["typedConfig"]["headerName"] == "x-uid"
+    route = tree["exactMatchMap"]["map"]["bob"]["action"]["typedConfig"]
+    per_filter = route["typedPerFilterConfig"]
+    assert per_filter["envoy.filters.http.ext_authz"]["disabled"] is True
+    [mutation] = per_filter["envoy.filters.http.header_mutation"]["mutations"]["requestMutations"]
+    header = mutation["append"]["header"]
+    assert header["key"] == SESSION_HEADER
+    assert base64.b64decode(header["value"]).decode() == state.pods[1].address
+
+
+def test_everyone_else_names_the_service_for_the_miss_path() -> None:
+    state = service_state("games", "lobby", [9000])
+    route = fallback_route(state)
+    assert "envoy.filters.http.ext_authz" not in route["typedPerFilterConfig"]
+    mutations = route["typedPerFilterConfig"]["envoy.filters.http.header_mutation"]["mutations"]
+    header = mutations["requestMutations"][0]["append"]["header"]
+    assert (header["key"], header["value"]) == (SERVICE_HEADER, "games/lobby")
+
+
+def test_with_no_bound_user_the_matcher_has_no_map() -> None:
+    state = service_state("games", "lobby", [9000])
+    host = res.build_virtual_host(state.service, state.pods, {"ghost": 5}).to_dict()
+    assert "matcherTree" not in host["matcher"]
+
+
+def test_the_listener_strips_internal_headers_and_sends_uid_headers_to_the_miss_path() -> None:
+    listener = res.build_listener("127.0.0.1", 10000, ADS_SOURCE, ["x-player", "x-uid"]).to_dict()
+    manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
+    early = manager["earlyHeaderMutationExtensions"][0]["typedConfig"]["mutations"]
+    assert {m["remove"] for m in early} == {SESSION_HEADER, SERVICE_HEADER}
+    filters = [f["name"] for f in manager["httpFilters"]]
+    assert filters == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.stateful_session",
+        "envoy.filters.http.router",
+    ]
+    authz = manager["httpFilters"][1]["typedConfig"]
+    allowed = {p["exact"] for p in authz["allowedHeaders"]["patterns"]}
+    assert allowed == {SERVICE_HEADER, "x-player", "x-uid"}
+    assert authz["failureModeAllow"] is True

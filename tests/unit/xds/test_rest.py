@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.naming import MISS_PATH_CLUSTER
 from tests.support.state import MemoryStateSource, service_state
 from tests.support.xds_stack import XdsStack
 
@@ -75,7 +76,8 @@ async def test_a_held_request_is_answered_when_its_resources_change(stack: XdsSt
     source.put(service_state("games", "chat", [9001]))
     status, body = await held
     assert status == 200
-    assert {r["name"] for r in json.loads(body)["resources"]} == {"games/lobby", "games/chat"}
+    names = {r["name"] for r in json.loads(body)["resources"]}
+    assert names == {"games/lobby", "games/chat", MISS_PATH_CLUSTER}
 
 
 async def test_shutdown_releases_held_requests() -> None:
