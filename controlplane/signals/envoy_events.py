@@ -1,0 +1,235 @@
+"""What Envoy says about pods: its outlier and health-check event logs, and its admin stats.
+
+Parsing is pure (``parse_outlier_event``, ``parse_health_event``, ``parse_host_stats``); the
+readers below only tail files or poll the admin API and hand the results to the manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from controlplane.domain import HealthSignal, LoadReport, ServiceKey
+from controlplane.errors import StatefulRouteError
+from controlplane.manager import StatefulRouteManager
+
+log = logging.getLogger("stateful_route.signals")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSignal:
+    """Envoy's word on one host of one cluster."""
+
+    cluster: str
+    address: str  # "ip:port"
+    signal: HealthSignal
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    cluster: str
+    address: str
+    active_requests: int
+    active_connections: int
+    outlier_ejected: bool
+
+
+def parse_outlier_event(line: str) -> HostSignal | None:
+    """One line of ``cluster_manager.outlier_detection.event_log_path``."""
+    event = _json(line)
+    action = event.get("action")
+    if action not in ("EJECT", "UNEJECT") or "upstream_url" not in event:
+        return None
+    signal = HealthSignal.EJECTED if action == "EJECT" else HealthSignal.UNEJECTED
+    reason = f"envoy outlier detection: {event.get('type', 'unknown').lower()}"
+    return HostSignal(
+        str(event.get("cluster_name", "")), str(event["upstream_url"]), signal, reason
+    )
+
+
+def parse_health_event(line: str) -> HostSignal | None:
+    """One line of the ``envoy.health_check.event_sink.file`` event log."""
+    event = _json(line)
+    socket = event.get("host", {}).get("socket_address", {})
+    if "address" not in socket:
+        return None
+    address = f"{socket['address']}:{socket.get('port_value', 0)}"
+    cluster = str(event.get("cluster_name", ""))
+    if "eject_unhealthy_event" in event:
+        failure = event["eject_unhealthy_event"].get("failure_type", "active").lower()
+        return HostSignal(cluster, address, HealthSignal.EJECTED, f"envoy health check: {failure}")
+    if "add_healthy_event" in event:
+        return HostSignal(cluster, address, HealthSignal.UNEJECTED, "envoy health check passed")
+    return None
+
+
+def parse_host_stats(clusters: dict[str, Any]) -> Iterator[HostStats]:
+    """Every host of every cluster in ``/clusters?format=json``."""
+    for cluster in clusters.get("cluster_statuses", []):
+        for host in cluster.get("host_statuses", []):
+            socket = host.get("address", {}).get("socket_address", {})
+            if "address" not in socket:
+                continue
+            # Envoy leaves out "value" for a stat that is zero.
+            stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
+            yield HostStats(
+                cluster=str(cluster.get("name", "")),
+                address=f"{socket['address']}:{socket.get('port_value', 0)}",
+                active_requests=stats.get("rq_active", 0),
+                active_connections=stats.get("cx_active", 0),
+                outlier_ejected=bool(host.get("health_status", {}).get("failed_outlier_check")),
+            )
+
+
+def _json(line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def service_of(cluster: str) -> ServiceKey | None:
+    """The service behind an Envoy cluster name ("namespace/name"), if it is one of ours."""
+    namespace, slash, name = cluster.partition("/")
+    return ServiceKey(namespace, name) if slash else None
+
+
+class PodLocator:
+    """Maps (cluster, "ip:port") to (service, pod index) using the manager's current state."""
+
+    def __init__(self, manager: StatefulRouteManager) -> None:
+        self._manager = manager
+
+    async def locate(self, cluster: str, address: str) -> tuple[ServiceKey, int] | None:
+        key = service_of(cluster)
+        if key is None:
+            return None
+        state = await self._manager.service_state(key)
+        for pod in state.pods if state else ():
+            if pod.address == address:
+                return key, pod.index
+        return None
+
+
+async def apply_signal(
+    manager: StatefulRouteManager, locator: PodLocator, host: HostSignal
+) -> None:
+    found = await locator.locate(host.cluster, host.address)
+    if found is None:
+        return
+    key, index = found
+    try:
+        await manager.signal_pod(key.namespace, key.name, index, host.signal, host.reason)
+    except StatefulRouteError as exc:  # the pod left meanwhile
+        log.info("envoy_signal_skipped service=%s pod=%d error=%s", key, index, exc.message)
+
+
+class EventLogTail:
+    """Follows a JSON-lines file Envoy appends to, from its end, surviving truncation."""
+
+    def __init__(
+        self,
+        path: Path,
+        parse: Callable[[str], HostSignal | None],
+        manager: StatefulRouteManager,
+        *,
+        poll_s: float = 0.1,
+    ) -> None:
+        self.path = path
+        self._parse = parse
+        self._manager = manager
+        self._locator = PodLocator(manager)
+        self._poll_s = poll_s
+        self._offset: int | None = None
+
+    def read_new_lines(self) -> list[str]:
+        """Lines appended since the last call (none on the first: history is not replayed)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            self._offset = 0  # Envoy creates it on its first event: read all of that
+            return []
+        if self._offset is None or size < self._offset:
+            self._offset = size if self._offset is None else 0
+        if size == self._offset:
+            return []
+        with self.path.open("rb") as file:
+            file.seek(self._offset)
+            data = file.read(size - self._offset)
+        complete = data[: data.rfind(b"\n") + 1]  # a half-written line waits for the next poll
+        self._offset += len(complete)
+        return complete.decode(errors="replace").splitlines()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                for line in self.read_new_lines():
+                    signal = self._parse(line)
+                    if signal is not None:
+                        await apply_signal(self._manager, self._locator, signal)
+            except Exception:  # Redis away for a moment: keep following the log
+                log.exception("envoy_log_failed path=%s", self.path)
+            await asyncio.sleep(self._poll_s)
+
+
+class AdminStatsPoller:
+    """Polls Envoys' ``/clusters`` for per-pod load, and catches ejections a log missed."""
+
+    def __init__(
+        self, admin_urls: list[str], manager: StatefulRouteManager, *, poll_s: float = 2.0
+    ) -> None:
+        self._urls = admin_urls
+        self._manager = manager
+        self._locator = PodLocator(manager)
+        self._poll_s = poll_s
+        self._last: dict[tuple[ServiceKey, int], tuple[int, int]] = {}
+
+    async def poll_once(self, session: aiohttp.ClientSession) -> None:
+        totals: dict[tuple[ServiceKey, int], list[int]] = {}
+        for url in self._urls:
+            try:
+                async with session.get(f"{url.rstrip('/')}/clusters?format=json") as response:
+                    clusters = await response.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.info("envoy_stats_unreachable url=%s error=%r", url, exc)
+                continue
+            for host in parse_host_stats(clusters):
+                found = await self._locator.locate(host.cluster, host.address)
+                if found is None:
+                    continue
+                sums = totals.setdefault(found, [0, 0])
+                sums[0] += host.active_requests
+                sums[1] += host.active_connections
+                if host.outlier_ejected:  # a failed pod stays failed: this changes nothing then
+                    ejected = HostSignal(
+                        host.cluster, host.address, HealthSignal.EJECTED, "envoy reports it ejected"
+                    )
+                    await apply_signal(self._manager, self._locator, ejected)
+        for (key, index), (requests, connections) in totals.items():
+            if self._last.get((key, index)) == (requests, connections):
+                continue  # unchanged: spare Redis the write
+            self._last[key, index] = (requests, connections)
+            load = LoadReport(active_requests=requests, active_connections=connections)
+            try:
+                await self._manager.report_load(key.namespace, key.name, index, load)
+            except StatefulRouteError as exc:
+                log.info("envoy_load_skipped service=%s pod=%d error=%s", key, index, exc.message)
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=max(1.0, self._poll_s))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    await self.poll_once(session)
+                except Exception:  # Redis away for a moment: poll again next round
+                    log.exception("envoy_stats_failed")
+                await asyncio.sleep(self._poll_s)
