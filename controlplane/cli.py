@@ -7,12 +7,16 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controlplane.errors import StatefulRouteError
+from controlplane.errors import InvalidInput, StatefulRouteError
+
+if TYPE_CHECKING:
+    from controlplane.runtime.stack import LocalStack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +40,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url")
     serve.add_argument("--admin-port", type=int)
     serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="run a whole local stack: redis, control plane, pods, envoy"
+    )
+    demo.add_argument("--pods", type=int, default=4, help="demo pods (default 4)")
+    demo.add_argument("--proxy-port", type=int, default=10000, help="Envoy's listener (10000)")
+    demo.add_argument("--admin-port", type=int, default=9901, help="the admin API (9901)")
+    demo.add_argument("--xds", choices=["rest", "ads", "delta"], default="rest")
+    demo.add_argument("--token", help="admin API token (default: a random one)")
+    demo.set_defaults(run=_demo)
 
     def client(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
@@ -71,6 +85,53 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["listen"] = {"admin_port": args.admin_port}
     settings = Settings.load(args.config, **overrides)
     asyncio.run(Server(settings).run_until_signalled())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from controlplane.runtime.stack import LocalStack, StackConfig
+
+    if not 1 <= args.pods <= 64:
+        raise InvalidInput("--pods must be between 1 and 64")
+    config = StackConfig(
+        pods=args.pods,
+        proxy_port=args.proxy_port,
+        admin_port=args.admin_port,
+        transport=args.xds,
+        token=args.token,
+    )
+    return asyncio.run(_run_demo(LocalStack(config)))
+
+
+async def _run_demo(stack: LocalStack) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print("starting the stateful-route demo stack:", flush=True)
+    await stack.start(progress=lambda step: print(f"  - {step}", flush=True))
+    print(
+        f"""
+ready.
+  proxy (Envoy):   {stack.proxy_url}/
+  admin API:       {stack.admin_url}/api/v1/services
+  dashboard:       {stack.admin_url}/
+  API docs:        {stack.admin_url}/docs
+  token:           {stack.token}
+
+try it:
+  curl -H 'x-uid: alice' {stack.proxy_url}/
+  stateful-route status --admin {stack.admin_url}
+  stateful-route drain --admin {stack.admin_url} --token {stack.token} <pod>
+
+Ctrl-C stops every process this command started.""",
+        flush=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        print("stopping...", flush=True)
+        await stack.stop()
     return 0
 
 

@@ -10,11 +10,21 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from controlplane.admin.app import create_admin_app
+from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import Service
 from controlplane.manager import StatefulRouteManager
+from controlplane.misspath import MissPath
 from controlplane.settings import Settings
 from controlplane.signals.active_health import ActiveHealthChecker
+from controlplane.signals.envoy_events import (
+    AdminStatsPoller,
+    EventLogTail,
+    parse_health_event,
+    parse_outlier_event,
+)
 from controlplane.store import Store
+from controlplane.xds.listeners import XdsListeners
+from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("stateful_route.server")
 
@@ -24,26 +34,49 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store.from_url(
-            settings.redis.url, prefix=settings.redis.prefix, history_cap=settings.redis.history_cap
+        self.store = Store.from_settings(settings.redis)
+        self.manager = StatefulRouteManager(
+            self.store,
+            view_ttl_s=settings.upkeep.view_ttl_s,
+            route_window_s=settings.upkeep.route_window_s,
         )
-        self.manager = StatefulRouteManager(self.store, view_ttl_s=settings.upkeep.view_ttl_s)
+        self.metrics = AdminMetrics()
         self.health = ActiveHealthChecker(self.manager)
+        self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
+        listen = settings.listen
+        self.xds_listeners = XdsListeners(
+            self.xds,
+            host=listen.host,
+            rest_port=listen.xds_rest_port,
+            grpc_port=listen.xds_grpc_port,
+            extra_routes=MissPath(self.manager, self.metrics).routes(),
+        )
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.admin_port = 0
 
     async def start(self) -> None:
         await self._register_configured_services()
+        await self.manager.load_routes()
         listen = self.settings.listen
-        admin = create_admin_app(self.manager, self.settings.admin)
+        # xDS first: Envoy must find the restored routes before anything else changes them.
+        await self.xds_listeners.start()
+        admin = create_admin_app(
+            self.manager, self.settings.admin, envoys_view=self.xds.envoys, metrics=self.metrics
+        )
         self.admin_port = await self._serve(admin, listen.host, listen.admin_port)
         if self.settings.upkeep.health_checks:
             await self.health.start()
         upkeep = self.settings.upkeep
         self._every(upkeep.last_seen_flush_s, self.manager.flush_last_seen, "flush-last-seen")
         self._every(upkeep.idle_expiry_every_s, self.manager.expire_idle, "expire-idle")
-        log.info("started admin=http://%s:%d", listen.host, self.admin_port)
+        self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
+        self._follow_envoy()
+        xds = self.xds_listeners
+        log.info(
+            "started admin=http://%s:%d xds_rest=%d xds_grpc=%d",
+            listen.host, self.admin_port, xds.rest_port, xds.grpc_port,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -52,6 +85,7 @@ class Server:
         await self.health.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        await self.xds_listeners.stop()
         await self.manager.close()
         await self.store.close()
 
@@ -85,6 +119,25 @@ class Server:
         assert server is not None
         sockets = getattr(server, "sockets", ())
         return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def _follow_envoy(self) -> None:
+        signals = self.settings.signals
+        logs = [
+            (signals.outlier_event_log, parse_outlier_event, "outlier-log"),
+            (signals.health_event_log, parse_health_event, "health-event-log"),
+        ]
+        for path, parse, name in logs:
+            if path is not None:
+                tail = EventLogTail(path, parse, self.manager, poll_s=signals.log_poll_s)
+                self._tasks.append(asyncio.create_task(tail.run(), name=name))
+        if signals.envoy_admin_urls:
+            poller = AdminStatsPoller(
+                signals.envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
+            )
+            self._tasks.append(asyncio.create_task(poller.run(), name="envoy-stats"))
+
+    async def _expire_routes(self) -> None:
+        self.manager.expire_routes()
 
     def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         async def loop() -> None:

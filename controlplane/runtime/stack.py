@@ -1,0 +1,348 @@
+"""A whole stateful-route stack on one machine: Redis, the control plane, demo pods, Envoy.
+
+``stateful-route demo`` runs it until interrupted; the end-to-end tests run it to kill and
+restart its parts. Every process is started here, in its own session, and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+import yaml
+
+from controlplane.errors import InvalidInput
+from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
+from controlplane.runtime.ports import free_port, port_is_free
+from controlplane.runtime.redis_server import RedisServer
+
+ENVOY_BOOTSTRAPS = Path(__file__).resolve().parents[2] / "envoy"
+NAMESPACE, SERVICE, UID_HEADER = "demo", "echo", "x-uid"
+
+Transport = Literal["rest", "ads", "delta"]
+Progress = Callable[[str], None]
+
+
+class ManagedProcess:
+    """A child process in its own session, logging to a file, stopped only by its PID."""
+
+    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.args = args
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash a fault test wants."""
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class StackConfig:
+    pods: int = 4
+    proxy_port: int = 0  # 0: a free one
+    admin_port: int = 0
+    transport: Transport = "rest"
+    token: str | None = None
+    host: str = "127.0.0.1"  # everything binds to loopback only
+    health_interval_s: float = 1.0
+    route_window_s: float = 600.0
+    extra_settings: dict[str, Any] = field(default_factory=dict)
+
+
+class LocalStack:
+    """Start with ``start()``, stop with ``stop()``; every part can be killed and restarted."""
+
+    def __init__(self, config: StackConfig, workdir: Path | None = None) -> None:
+        self.config = config
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="stateful-route-stack-"))
+        self.token = config.token or _token()
+        self.redis: RedisServer | None = None
+        self.controlplane: ManagedProcess | None = None
+        self.pods: list[ManagedProcess] = []
+        self.pod_ports: list[int] = []
+        self.envoy: EnvoyProcess | None = None
+        self.proxy_port = config.proxy_port
+        self.admin_port = config.admin_port
+        self.xds_rest_port = 0
+        self.xds_grpc_port = 0
+        self.envoy_admin_port = 0
+
+    # -- addresses ----------------------------------------------------------------------------
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.config.host}:{self.admin_port}"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.config.host}:{self.proxy_port}"
+
+    @property
+    def outlier_log(self) -> Path:
+        return self.workdir / "envoy-outlier-events.log"
+
+    # -- whole stack --------------------------------------------------------------------------
+
+    async def start(self, progress: Progress = lambda _: None) -> LocalStack:
+        self._choose_ports()
+        try:
+            progress(f"redis-server on {self.config.host}")
+            self.redis = await asyncio.to_thread(
+                RedisServer(
+                    host=self.config.host, appendonly=True, data_dir=str(self.workdir)
+                ).start
+            )
+            progress(f"control plane (admin {self.admin_url})")
+            await self.start_controlplane()
+            progress(f"{self.config.pods} demo pods")
+            await self.start_pods()
+            progress(f"envoy ({self.config.transport} xDS, proxy {self.proxy_url})")
+            await self.start_envoy()
+            progress("waiting for the first route through envoy")
+            await self.wait_until_routing()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Stop every process this stack started, Envoy first, Redis last."""
+        if self.envoy is not None:
+            await self.envoy.close()
+            self.envoy = None
+        for pod in self.pods:
+            await pod.stop()
+        if self.controlplane is not None:
+            await self.controlplane.stop()
+        if self.redis is not None:
+            await asyncio.to_thread(self.redis.stop)
+            self.redis = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _choose_ports(self) -> None:
+        for name in ("proxy_port", "admin_port"):
+            port = getattr(self.config, name)
+            if port and not port_is_free(port, self.config.host):
+                flag = name.replace("_", "-")
+                raise InvalidInput(
+                    f"port {port} is taken on {self.config.host}: choose another with --{flag}"
+                )
+        self.proxy_port = self.config.proxy_port or free_port(self.config.host)
+        self.admin_port = self.config.admin_port or free_port(self.config.host)
+        self.xds_rest_port = free_port(self.config.host)
+        self.xds_grpc_port = free_port(self.config.host)
+        self.envoy_admin_port = free_port(self.config.host)
+        self.pod_ports = [free_port(self.config.host) for _ in range(self.config.pods)]
+
+    # -- parts --------------------------------------------------------------------------------
+
+    def controlplane_settings(self) -> dict[str, Any]:
+        assert self.redis is not None
+        host = self.config.host
+        check = {
+            "interval_s": self.config.health_interval_s,
+            "timeout_s": 0.5,
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 2,
+        }
+        envoy = {
+            "outlier_detection": {
+                "consecutive_5xx": 3,
+                "consecutive_gateway_failure": 3,
+                "interval_s": 1.0,
+                "base_ejection_time_s": 10.0,
+                "max_ejection_percent": 100,
+            }
+        }
+        settings: dict[str, Any] = {
+            "redis": {"url": self.redis.url},
+            "listen": {
+                "host": host,
+                "admin_port": self.admin_port,
+                "xds_rest_port": self.xds_rest_port,
+                "xds_grpc_port": self.xds_grpc_port,
+            },
+            "admin": {"token": self.token},
+            "xds": {"default_group": {"listener_address": host, "listener_port": self.proxy_port}},
+            "upkeep": {"route_window_s": self.config.route_window_s},
+            "signals": {
+                "outlier_event_log": str(self.outlier_log),
+                "envoy_admin_urls": [f"http://{host}:{self.envoy_admin_port}"],
+            },
+            "services": [
+                {
+                    "namespace": NAMESPACE,
+                    "name": SERVICE,
+                    "settings": {
+                        "uid_header": UID_HEADER,
+                        "domains": ["*"],
+                        "health_check": check,
+                        "envoy": envoy,
+                    },
+                    "pods": [
+                        {"index": i, "host": host, "port": port}
+                        for i, port in enumerate(self.pod_ports)
+                    ],
+                }
+            ],
+        }
+        return _merge(settings, self.config.extra_settings)
+
+    async def start_controlplane(self) -> None:
+        config = self.workdir / "controlplane.yaml"
+        config.write_text(yaml.safe_dump(self.controlplane_settings(), sort_keys=False))
+        self.controlplane = ManagedProcess(
+            "controlplane",
+            [sys.executable, "-m", "controlplane.cli", "serve", "--config", str(config)],
+            self.workdir / "controlplane.log",
+        )
+        self.controlplane.start()
+        await self._wait_for(
+            f"{self.admin_url}/healthz", self.controlplane, "the control plane", status=200
+        )
+
+    async def start_pods(self) -> None:
+        self.pods = [self._pod(i) for i in range(self.config.pods)]
+        for pod in self.pods:
+            pod.start()
+        for index, pod in enumerate(self.pods):
+            await self._wait_for(self.pod_url(index) + "/health", pod, pod.name, status=200)
+
+    def _pod(self, index: int) -> ManagedProcess:
+        args = [
+            sys.executable, "-m", "controlplane.runtime.demo_pod",
+            "--index", str(index),
+            "--host", self.config.host,
+            "--port", str(self.pod_ports[index]),
+            "--report-to", self.admin_url,
+            "--token", self.token,
+        ]  # fmt: skip
+        return ManagedProcess(f"pod-{index}", args, self.workdir / f"pod-{index}.log")
+
+    def pod_url(self, index: int) -> str:
+        return f"http://{self.config.host}:{self.pod_ports[index]}"
+
+    async def restart_pod(self, index: int) -> None:
+        pod = self.pods[index] = self._pod(index)
+        pod.start()
+        await self._wait_for(self.pod_url(index) + "/health", pod, pod.name, status=200)
+
+    async def start_envoy(self) -> None:
+        transport = self.config.transport
+        port = self.xds_rest_port if transport == "rest" else self.xds_grpc_port
+        config = load_bootstrap(
+            ENVOY_BOOTSTRAPS / f"{transport}.yaml",
+            xds_port=port,
+            node_id=f"demo-envoy-{transport}",
+            node_cluster="default",
+        )
+        config["admin"]["address"]["socket_address"].update(
+            address=self.config.host, port_value=self.envoy_admin_port
+        )
+        config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
+            "event_log_path"
+        ] = str(self.outlier_log)
+        self.envoy = await EnvoyProcess(config).start()
+
+    async def restart_envoy(self) -> None:
+        assert self.envoy is not None
+        await self.envoy.stop()
+        await self.envoy.start()
+
+    async def wait_until_routing(self, timeout_s: float = 20.0) -> None:
+        """Until a request through Envoy reaches a pod."""
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    async with session.get(
+                        self.proxy_url + "/", headers={UID_HEADER: "stack-probe"}
+                    ) as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    tail = self.envoy.log_tail() if self.envoy else ""
+                    raise TimeoutError(f"envoy did not route within {timeout_s}s\n{tail}")
+                await asyncio.sleep(0.1)
+
+    async def _wait_for(
+        self, url: str, process: ManagedProcess, what: str, *, status: int, timeout_s: float = 20.0
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if not process.running:
+                    raise RuntimeError(f"{what} exited:\n{process.log_tail()}")
+                try:
+                    async with session.get(url) as response:
+                        if response.status == status:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{what} did not answer in {timeout_s}s:\n{process.log_tail()}"
+                    )
+                await asyncio.sleep(0.05)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _token() -> str:
+    return os.urandom(16).hex()
