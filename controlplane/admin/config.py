@@ -13,7 +13,7 @@ class AdminSettings(BaseModel):
     # With a token, every mutation needs ``Authorization: Bearer <token>``; without, none does
     # (meant for a loopback-only listener). Short tokens are refused: they can be guessed.
     token: SecretStr | None = Field(default=None, min_length=16)
-    # Reads (state, metrics) need the token too; /healthz, /openapi.json and /docs never do.
+    # Reads (state, metrics) need the token too; /healthz, /openapi.json, /docs and / never do.
     protect_reads: bool = False
     # Largest request body accepted; a larger one gets 413 before any of it is parsed.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)

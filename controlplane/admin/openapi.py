@@ -36,7 +36,7 @@ to pods, and ask which pod serves a user.
 **Authentication.** When the server has a token, every mutation (each non-GET operation) needs \
 `Authorization: Bearer <token>`; without it, or with a wrong one, the answer is 401 with a \
 `WWW-Authenticate` challenge. Reads are open unless the server protects reads too. `/healthz`, \
-`/openapi.json` and `/docs` are always open.
+`/openapi.json`, `/docs` and the dashboard page `/` are always open.
 
 **Errors.** Every error is JSON: `{"error": "<code>", "detail": "<message or list of \
 issues>", "context": {...}}`. 400: malformed JSON or a bad name, uid, pod index or query \

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from controlplane.admin import handlers as h
 from controlplane.admin.auth import Access, guard
 from controlplane.admin.config import AdminSettings
+from controlplane.admin.dashboard import dashboard
 from controlplane.admin.models import (
     BindingView,
     Health,
@@ -73,6 +74,13 @@ _USER = _SERVICE + "/users/{uid}"
 _STATE = (404, 503)  # unknown service or pod; Redis unavailable
 
 OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "GET", "/", dashboard, "The operator's dashboard (a web page)", "meta", Access.OPEN,
+        ("text/html", {"type": "string"}),
+        description="Services, live pods, failovers, Envoys and user lookups, with drain, "
+        "recover, fail and move buttons. The page itself is open; its requests are this API's, "
+        "with the token the operator enters (kept in the browser tab's sessionStorage).",
+    ),
     Operation(
         "GET", "/healthz", h.healthz, "Readiness: is Redis reachable?", "meta", Access.OPEN,
         Health, also=(503,),

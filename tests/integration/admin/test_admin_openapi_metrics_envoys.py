@@ -20,6 +20,7 @@ from controlplane.manager import StatefulRouteManager
 REPO = Path(__file__).resolve().parents[3]
 SERVICE_PATH = "/api/v1/services/{namespace}/{service}"
 EXPECTED = {
+    "/": {"get"},
     "/healthz": {"get"},
     "/metrics": {"get"},
     "/openapi.json": {"get"},
