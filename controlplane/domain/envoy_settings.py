@@ -18,6 +18,9 @@ class OutlierDetectionSettings(BaseModel):
 
     consecutive_5xx: int = Field(default=5, ge=1)
     consecutive_gateway_failure: int = Field(default=5, ge=1)
+    # Connection failures (refused, reset before a response) are counted on their own: a
+    # pod that refuses connections is gone, so a couple eject it before a retry goes there.
+    consecutive_local_origin_failure: int = Field(default=2, ge=1)
     interval_s: float = Field(default=10.0, gt=0)
     base_ejection_time_s: float = Field(default=30.0, gt=0)
     max_ejection_percent: int = Field(default=50, ge=0, le=100)
@@ -43,7 +46,8 @@ class CircuitBreakerSettings(BaseModel):
     max_connections: int = Field(default=1024, ge=1)
     max_pending_requests: int = Field(default=1024, ge=1)
     max_requests: int = Field(default=1024, ge=1)
-    max_retries: int = Field(default=3, ge=0)
+    # Envoy's own default (3) fails all but three of the retries a dead pod causes at once.
+    max_retries: int = Field(default=1024, ge=0)
 
 
 class RetrySettings(BaseModel):
@@ -56,7 +60,9 @@ class RetrySettings(BaseModel):
     retry_on: str = Field(
         default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$"
     )
-    num_retries: int = Field(default=2, ge=0, le=10)
+    # A user's session pins the first tries to its pod, whatever the retry predicate says; one
+    # more try than ``consecutive_local_origin_failure`` reaches another pod once it is ejected.
+    num_retries: int = Field(default=3, ge=0, le=10)
     per_try_timeout_s: float | None = Field(default=None, gt=0)
 
 

@@ -185,10 +185,12 @@ class LocalStack:
     def controlplane_settings(self) -> dict[str, Any]:
         assert self.redis is not None
         host = self.config.host
+        # A busy laptop answers slowly: a generous timeout, while a dead pod (connection
+        # refused) fails at once and Envoy's outlier detection reports it sooner still.
         check = {
             "interval_s": self.config.health_interval_s,
-            "timeout_s": 0.5,
-            "unhealthy_threshold": 2,
+            "timeout_s": 2.0,
+            "unhealthy_threshold": 3,
             "healthy_threshold": 2,
         }
         envoy = {

@@ -39,7 +39,6 @@ class HostStats:
     address: str
     active_requests: int
     active_connections: int
-    outlier_ejected: bool
 
 
 def parse_outlier_event(line: str) -> HostSignal | None:
@@ -85,7 +84,6 @@ def parse_host_stats(clusters: dict[str, Any]) -> Iterator[HostStats]:
                 address=f"{socket['address']}:{socket.get('port_value', 0)}",
                 active_requests=stats.get("rq_active", 0),
                 active_connections=stats.get("cx_active", 0),
-                outlier_ejected=bool(host.get("health_status", {}).get("failed_outlier_check")),
             )
 
 
@@ -182,7 +180,11 @@ class EventLogTail:
 
 
 class AdminStatsPoller:
-    """Polls Envoys' ``/clusters`` for per-pod load, and catches ejections a log missed."""
+    """Polls Envoys' ``/clusters`` for per-pod load (requests and connections in flight).
+
+    Ejections come from the outlier event log only: ``/clusters`` keeps showing a pod ejected
+    for the whole ejection time, long after the pod may have come back and passed our checks.
+    """
 
     def __init__(
         self, admin_urls: list[str], manager: StatefulRouteManager, *, poll_s: float = 2.0
@@ -209,11 +211,6 @@ class AdminStatsPoller:
                 sums = totals.setdefault(found, [0, 0])
                 sums[0] += host.active_requests
                 sums[1] += host.active_connections
-                if host.outlier_ejected:  # a failed pod stays failed: this changes nothing then
-                    ejected = HostSignal(
-                        host.cluster, host.address, HealthSignal.EJECTED, "envoy reports it ejected"
-                    )
-                    await apply_signal(self._manager, self._locator, ejected)
         for (key, index), (requests, connections) in totals.items():
             if self._last.get((key, index)) == (requests, connections):
                 continue  # unchanged: spare Redis the write

@@ -254,6 +254,8 @@ def _outlier_detection(envoy: EnvoyClusterSettings) -> OutlierDetection | None:
     return OutlierDetection(
         consecutive_5xx=od.consecutive_5xx,
         consecutive_gateway_failure=od.consecutive_gateway_failure,
+        split_external_local_origin_errors=True,
+        consecutive_local_origin_failure=od.consecutive_local_origin_failure,
         interval=_seconds(od.interval_s),
         base_ejection_time=_seconds(od.base_ejection_time_s),
         max_ejection_percent=od.max_ejection_percent,
