@@ -1,0 +1,78 @@
+"""One whole local stack (Redis, control plane, 4 demo pods, Envoy) per test module."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest_asyncio
+
+from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, LocalStack, StackConfig
+
+SERVICE_PATH = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
+
+
+class Client:
+    """Requests through Envoy, and calls to the admin API with the stack's token."""
+
+    def __init__(self, stack: LocalStack, session: aiohttp.ClientSession) -> None:
+        self.stack = stack
+        self.session = session
+
+    async def ask(self, uid: str, **headers: str) -> dict[str, Any]:
+        """One request of ``uid`` through Envoy; the pod's JSON answer."""
+        async with self.session.get(
+            self.stack.proxy_url + "/", headers={UID_HEADER: uid, **headers}
+        ) as response:
+            assert response.status == 200, await response.text()
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+    async def admin(self, method: str, path: str, body: object = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.stack.token}"}
+        async with self.session.request(
+            method, self.stack.admin_url + path, json=body, headers=headers
+        ) as response:
+            assert response.status < 300, await response.text()
+            return await response.json()
+
+    async def pod_of(self, uid: str) -> int:
+        binding = await self.admin("GET", f"{SERVICE_PATH}/users/{uid}")
+        pod: int = binding["pod"]
+        return pod
+
+    async def pods(self) -> dict[int, dict[str, Any]]:
+        return {p["pod_index"]: p for p in await self.admin("GET", f"{SERVICE_PATH}/pods")}
+
+    async def routed_by_envoy(self, uids: list[str]) -> bool:
+        """Whether Envoy's route configuration carries every one of ``uids``."""
+        assert self.stack.envoy is not None
+        dump = json.dumps(await self.stack.envoy.config_dump("dynamic_route_configs"))
+        return all(f'"{uid}"' in dump for uid in uids)
+
+    async def until(self, check: Any, timeout_s: float = 5.0, every_s: float = 0.05) -> float:
+        """Poll ``await check()`` until truthy; returns the seconds it took."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not await check():
+            if loop.time() - started > timeout_s:
+                raise TimeoutError(f"not true within {timeout_s}s")
+            await asyncio.sleep(every_s)
+        return loop.time() - started
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack() -> AsyncIterator[LocalStack]:
+    stack = await LocalStack(StackConfig(pods=4)).start()
+    yield stack
+    await stack.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(stack: LocalStack) -> AsyncIterator[Client]:
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Client(stack, session)

@@ -1,0 +1,144 @@
+"""Users' requests through a real Envoy land on their pod, before and after faults.
+
+The demo pods count each user's requests: a user moved to another pod starts again at 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from controlplane.misspath import session_value
+from controlplane.runtime.stack import LocalStack
+from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
+
+from .conftest import SERVICE_PATH, Client
+
+pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def bind(client: Client, uids: list[str]) -> dict[str, int]:
+    answers = await asyncio.gather(*(client.ask(uid) for uid in uids))
+    return {a["uid"]: a["pod"] for a in answers}
+
+
+async def test_every_user_stays_on_one_pod_for_all_its_requests(client: Client) -> None:
+    async def user(uid: str) -> list[tuple[int, int]]:
+        return [((a := await client.ask(uid))["pod"], a["count"]) for _ in range(20)]
+
+    sem = asyncio.Semaphore(50)
+
+    async def limited(uid: str) -> list[tuple[int, int]]:
+        async with sem:
+            return await user(uid)
+
+    uids = [f"steady-{i}" for i in range(500)]
+    runs = await asyncio.gather(*(limited(uid) for uid in uids))
+    for uid, run in zip(uids, runs, strict=True):
+        assert len({pod for pod, _ in run}) == 1, f"{uid} moved: {run}"
+        assert [count for _, count in run] == list(range(1, 21)), f"{uid}: {run}"
+        assert run[0][0] == await client.pod_of(uid)
+    assert len({run[0][0] for run in runs}) == 4  # spread over every pod
+
+
+async def test_a_client_cannot_choose_its_pod(client: Client, stack: LocalStack) -> None:
+    pods = await client.pods()
+    bound = await bind(client, ["spoofer"])
+    other = next(i for i in pods if i != bound["spoofer"])
+    forged = {
+        SESSION_HEADER: session_value(pods[other]["address"]),
+        SERVICE_HEADER: "demo/elsewhere",
+    }
+    for _ in range(3):
+        assert (await client.ask("spoofer", **forged))["pod"] == bound["spoofer"]
+    newcomer = await client.ask("forger", **forged)
+    assert newcomer["pod"] == await client.pod_of("forger")
+
+
+async def test_a_migrated_user_lands_on_its_new_pod_within_one_push(client: Client) -> None:
+    before = (await bind(client, ["mover"]))["mover"]
+    target = (before + 1) % 4
+    await client.admin("PUT", f"{SERVICE_PATH}/users/mover", {"pod": target})
+
+    async def landed() -> bool:
+        return (await client.ask("mover"))["pod"] == target
+
+    took = await client.until(landed, timeout_s=2)
+    assert took < 1.0
+
+
+async def test_a_drained_pod_takes_no_new_user_but_keeps_its_own(client: Client) -> None:
+    placed = await bind(client, [f"before-drain-{i}" for i in range(40)])
+    drained = placed["before-drain-0"]
+    await client.admin("POST", f"{SERVICE_PATH}/pods/{drained}/drain", {})
+    try:
+        assert (await client.pods())[drained]["state"] == "draining"
+        newcomers = await bind(client, [f"after-drain-{i}" for i in range(100)])
+        assert drained not in newcomers.values()
+        stayers = [uid for uid, pod in placed.items() if pod == drained]
+        again = await bind(client, stayers)
+        assert set(again.values()) == {drained}
+    finally:
+        await client.admin("POST", f"{SERVICE_PATH}/pods/{drained}/recover", {})
+
+
+async def test_users_stay_on_their_pods_across_a_control_plane_restart(
+    client: Client, stack: LocalStack
+) -> None:
+    placed = await bind(client, [f"cp-restart-{i}" for i in range(50)])
+    await client.until(lambda: client.routed_by_envoy(list(placed)))
+    assert stack.controlplane is not None
+    stack.controlplane.kill()
+    # Envoy keeps its routes: bound users are served while the control plane is down.
+    during = await bind(client, list(placed))
+    await stack.start_controlplane()
+    await asyncio.sleep(0.5)  # let Envoy resync
+    after = await bind(client, list(placed))
+    assert during == placed
+    assert after == placed
+
+
+async def test_users_stay_on_their_pods_across_an_envoy_restart(
+    client: Client, stack: LocalStack
+) -> None:
+    placed = await bind(client, [f"envoy-restart-{i}" for i in range(50)])
+    await client.until(lambda: client.routed_by_envoy(list(placed)))
+    await stack.restart_envoy()
+    await stack.wait_until_routing()
+    assert await bind(client, list(placed)) == placed
+
+
+async def test_users_of_a_killed_pod_are_served_elsewhere_and_rebound(
+    client: Client, stack: LocalStack
+) -> None:
+    placed = await bind(client, [f"victim-{i}" for i in range(200)])
+    failed = placed["victim-0"]
+    on_failed = (await client.pods())[failed]["bound_users"]
+    victims = [uid for uid, pod in placed.items() if pod == failed]
+    history = await client.admin("GET", f"{SERVICE_PATH}/failovers")
+    stack.pods[failed].kill()
+    try:
+        answers = await bind(client, victims)  # every request succeeds (Envoy retries)
+        assert failed not in answers.values()
+
+        async def rebound() -> bool:
+            return (await client.pods())[failed]["bound_users"] == 0
+
+        took = await client.until(rebound, timeout_s=2)
+        assert took <= 2.0
+        for uid in victims[:20]:
+            assert await client.pod_of(uid) != failed
+        events = await client.admin("GET", f"{SERVICE_PATH}/failovers")
+        new = events[: len(events) - len(history)]
+        failures = [e for e in new if e["type"] == "POD_FAILURE"]
+        assert len(failures) == 1
+        assert failures[0]["pod"] == failed
+        assert failures[0]["affected_users"] == on_failed
+    finally:
+        await stack.restart_pod(failed)
+
+        async def recovered() -> bool:
+            return (await client.pods())[failed]["state"] == "healthy"
+
+        await client.until(recovered, timeout_s=10)
