@@ -44,7 +44,7 @@ def test_toml_files_are_read_too(tmp_path: Path) -> None:
 def test_a_broken_file_is_a_clear_error(tmp_path: Path, text: str) -> None:
     config = tmp_path / "sr.yaml"
     config.write_text(text)
-    with pytest.raises(InvalidInput, match="sr.yaml"):
+    with pytest.raises(InvalidInput, match=r"sr\.yaml"):
         Settings.load(config)
 
 
