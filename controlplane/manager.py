@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from controlplane.domain import (
     HealthSignal,
     LoadReport,
     Pod,
+    PodState,
     PodStatus,
     RouteRequest,
     RouteResult,
@@ -39,7 +41,7 @@ from controlplane.domain import (
 )
 from controlplane.domain.models import SAMPLE_SIZE
 from controlplane.domain.sticky import StickyTable
-from controlplane.errors import NotBound, PodNotEligible, UnknownPod, UnknownService
+from controlplane.errors import InvalidInput, NotBound, PodNotEligible, UnknownPod, UnknownService
 from controlplane.failover import plan_moves, rebalance_quota
 from controlplane.store import ServiceKeys, Store
 
@@ -101,6 +103,8 @@ class StatefulRouteManager:
         self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
         self._listeners: list[ChangeListener] = []
         self._event_listeners: list[EventListener] = []
+        # Pods being drained at a rate: the task moving their users away.
+        self._drainers: dict[tuple[ServiceKey, int], asyncio.Task[None]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -308,10 +312,27 @@ class StatefulRouteManager:
         return await self._evacuate(view, index, reason, FailoverType.POD_FAILURE)
 
     async def drain_pod(
-        self, namespace: str, service: str, index: int, reason: str = "operator"
+        self,
+        namespace: str,
+        service: str,
+        index: int,
+        reason: str = "operator",
+        *,
+        move_users_per_s: float | None = None,
     ) -> Transition:
-        """No new users for the pod; its bound users stay."""
-        return await self.signal_pod(namespace, service, index, HealthSignal.DRAIN, reason)
+        """No new users for the pod. Its bound users stay until idle, or, with
+        ``move_users_per_s``, move to other pods at that rate in the background."""
+        if move_users_per_s is not None and not move_users_per_s > 0:
+            raise InvalidInput("move_users_per_s must be above 0", field="move_users_per_s")
+        transition = await self.signal_pod(namespace, service, index, HealthSignal.DRAIN, reason)
+        key = ServiceKey(namespace, service)
+        if move_users_per_s is not None and not self._drainers.get((key, index)):
+            task = asyncio.create_task(
+                self._drain_at_rate(key, index, move_users_per_s), name=f"drain-{key}-{index}"
+            )
+            self._drainers[key, index] = task
+            task.add_done_callback(lambda _: self._drainers.pop((key, index), None))
+        return transition
 
     async def recover_pod(
         self,
@@ -407,6 +428,10 @@ class StatefulRouteManager:
         return loaded
 
     async def close(self) -> None:
+        drainers = list(self._drainers.values())
+        for task in drainers:
+            task.cancel()
+        await asyncio.gather(*drainers, return_exceptions=True)
         await self._lookup.drain()
         await self._bind.drain()
         await self.flush_last_seen()
@@ -483,23 +508,7 @@ class StatefulRouteManager:
                 break
             users = self.store.bindings.users_of(view.keys, index)
             while batch := [uid async for uid in _take(users, _MOVE_BATCH)]:
-                for target, uids in plan_moves(
-                    batch, candidates, view.service.settings.hash_balance_factor
-                ).items():
-                    done = await self.store.bindings.move(
-                        view.keys, uids, target, self._clock(), only_from=index
-                    )
-                    moved[target] = moved.get(target, 0) + len(done)
-                    sample.extend(done[: SAMPLE_SIZE - len(sample)])
-                    self.sticky.move(view.service.key, done, target)
-                candidates = [
-                    c
-                    if c.index not in moved
-                    else Candidate.of(
-                        view.pods[c.index], view.users.get(c.index, 0) + moved[c.index]
-                    )
-                    for c in candidates
-                ]
+                candidates = await self._move_batch(view, index, batch, candidates, moved, sample)
         total = sum(moved.values())
         log.info(
             "failover service=%s pod=%d moved=%d reason=%r", view.service.key, index, total, reason
@@ -508,6 +517,60 @@ class StatefulRouteManager:
         return await self._record(
             view, kind, pod=index, reason=reason, users=sample, count=total, to_pods=moved
         )
+
+    async def _move_batch(
+        self,
+        view: _ServiceView,
+        index: int,
+        batch: list[str],
+        candidates: list[Candidate],
+        moved: dict[int, int],
+        sample: list[str],
+    ) -> list[Candidate]:
+        """Move ``batch`` off pod ``index`` (those still there), tallying into ``moved`` and
+        ``sample``; returns the candidates with their new user counts."""
+        plan = plan_moves(batch, candidates, view.service.settings.hash_balance_factor)
+        for target, uids in plan.items():
+            done = await self.store.bindings.move(
+                view.keys, uids, target, self._clock(), only_from=index
+            )
+            moved[target] = moved.get(target, 0) + len(done)
+            sample.extend(done[: SAMPLE_SIZE - len(sample)])
+            self.sticky.move(view.service.key, done, target)
+        return [
+            c
+            if c.index not in moved
+            else Candidate.of(view.pods[c.index], view.users.get(c.index, 0) + moved[c.index])
+            for c in candidates
+        ]
+
+    async def _drain_at_rate(self, key: ServiceKey, index: int, per_second: float) -> None:
+        """Move a draining pod's users away, ``per_second`` at most, until it is empty."""
+        moved: dict[int, int] = {}
+        sample: list[str] = []
+        tick_s = 0.1
+        per_tick = max(1, math.ceil(per_second * tick_s))
+        view = await self._view(key, fresh=True)
+        try:
+            while view.pods.get(index) and view.pods[index].state is PodState.DRAINING:
+                candidates = view.candidates(exclude=index)
+                if not any(c.eligible for c in candidates):
+                    break
+                users = self.store.bindings.users_of(view.keys, index)
+                batch = [uid async for uid in _take(users, per_tick)]
+                if not batch:
+                    break
+                await self._move_batch(view, index, batch, candidates, moved, sample)
+                self._changed(key)
+                await asyncio.sleep(tick_s * len(batch) / per_tick)
+                view = await self._view(key, fresh=True)
+        finally:
+            if moved:
+                total = sum(moved.values())
+                await self._record(
+                    view, FailoverType.USER_MIGRATED, pod=index, reason="drain",
+                    users=sample, count=total, to_pods=moved,
+                )  # fmt: skip
 
     async def _rebalance_onto(self, view: _ServiceView, index: int) -> None:
         quota = rebalance_quota(view.candidates(), index)

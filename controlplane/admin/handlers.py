@@ -25,6 +25,7 @@ from controlplane.admin.bodies import (
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.admin.models import (
     BindingView,
+    DrainAction,
     Health,
     Migration,
     PodAction,
@@ -173,9 +174,11 @@ async def _act_on_pod(request: web.Request, body: type[A], act: PodActor[A]) -> 
 
 
 async def _drain(
-    manager: StatefulRouteManager, key: ServiceKey, index: int, action: PodAction
+    manager: StatefulRouteManager, key: ServiceKey, index: int, action: DrainAction
 ) -> None:
-    await manager.drain_pod(*key, index, reason=action.reason)
+    await manager.drain_pod(
+        *key, index, reason=action.reason, move_users_per_s=action.move_users_per_s
+    )
 
 
 async def _recover(
@@ -199,7 +202,7 @@ async def report_load(request: web.Request) -> web.Response:
 
 
 async def drain_pod(request: web.Request) -> web.Response:
-    return await _act_on_pod(request, PodAction, _drain)
+    return await _act_on_pod(request, DrainAction, _drain)
 
 
 async def recover_pod(request: web.Request) -> web.Response:

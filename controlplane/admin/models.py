@@ -40,6 +40,14 @@ class PodAction(BaseModel):
     reason: Reason = "operator"
 
 
+class DrainAction(PodAction):
+    """Optional body of drain."""
+
+    # Move the pod's users to other pods at this rate (users per second) instead of letting
+    # them stay until idle.
+    move_users_per_s: float | None = Field(default=None, gt=0, le=100_000)
+
+
 class RecoverAction(PodAction):
     """Optional body of recover."""
 

@@ -19,6 +19,7 @@ from controlplane.admin.config import AdminSettings
 from controlplane.admin.dashboard import dashboard
 from controlplane.admin.models import (
     BindingView,
+    DrainAction,
     Health,
     Migration,
     PodAction,
@@ -146,7 +147,9 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST", _POD + "/drain", h.drain_pod, "Drain a pod: no new users, bound users stay",
-        "pods", Access.WRITE, PodChange, body=PodAction, body_optional=True, errors=_STATE,
+        "pods", Access.WRITE, PodChange, body=DrainAction, body_optional=True, errors=_STATE,
+        description="With `move_users_per_s`, its users move to other pods at that rate "
+        "(one USER_MIGRATED event when done); else they stay until idle.",
     ),
     Operation(
         "POST", _POD + "/recover", h.recover_pod, "Make a pod take users again", "pods",

@@ -192,3 +192,14 @@ async def test_a_pod_reports_its_load_and_the_pod_list_shows_it(
     assert pods[1]["load_state"] == 40
     await expect(await api.post(f"{BASE}/pods/1/load", json={"load_state": 101}), 422)
     await expect(await api.post(f"{BASE}/pods/9/load", json={}), 404)
+
+
+async def test_drain_may_move_users_at_a_rate_and_refuses_a_rate_of_zero(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=2)
+    await expect(await api.post(f"{BASE}/pods/0/drain", json={"move_users_per_s": 0}), 422)
+    changed = await expect(
+        await api.post(f"{BASE}/pods/0/drain", json={"move_users_per_s": 50}), 200
+    )
+    assert changed["pod"]["state"] == "draining"

@@ -13,7 +13,7 @@ from controlplane.domain import (
     RouteRequest,
     Strategy,
 )
-from controlplane.errors import PodNotEligible, UnknownPod
+from controlplane.errors import InvalidInput, PodNotEligible, UnknownPod
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
@@ -178,3 +178,37 @@ async def test_removing_a_pod_moves_its_users_first(
     assert len(forward) == 90
     assert 1 not in forward.values()
     assert sorted(await manager.get_service_load_status(NS, SVC)) == [0, 2]
+
+
+async def test_a_pod_drained_at_a_rate_is_emptied_gradually(make_service: MakeService) -> None:
+    manager = await make_service(weights=(1, 1, 1), strategy=Strategy.ROUND_ROBIN)
+    await bind_users(manager, 30)
+    started = asyncio.get_running_loop().time()
+    await manager.drain_pod(NS, SVC, 0, move_users_per_s=40)
+    counts = []
+    for _ in range(50):
+        counts.append((await manager.get_service_load_status(NS, SVC))[0].bound_users)
+        if counts[-1] == 0:
+            break
+        await asyncio.sleep(0.05)
+    took = asyncio.get_running_loop().time() - started
+    assert counts[-1] == 0
+    assert counts[0] > 0  # not all at once
+    assert took >= 0.15  # 10 users at 40/s take about a quarter of a second
+    status = await manager.get_service_load_status(NS, SVC)
+    assert status[0].state is PodState.DRAINING
+    assert status[1].bound_users + status[2].bound_users == 30
+    await asyncio.sleep(0.05)
+    [event, drained] = (await manager.get_failover_history(NS, SVC))[:2]
+    assert (event.type, event.reason, event.affected_users) == (
+        FailoverType.USER_MIGRATED,
+        "drain",
+        10,
+    )
+    assert drained.type is FailoverType.POD_DRAINED
+
+
+async def test_a_drain_rate_must_be_positive(make_service: MakeService) -> None:
+    manager = await make_service()
+    with pytest.raises(InvalidInput):
+        await manager.drain_pod(NS, SVC, 0, move_users_per_s=0)
