@@ -13,9 +13,11 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from controlplane.balancer import Balancer, Candidate, make_balancer
+from redis.exceptions import RedisError
+
+from controlplane.balancer import Balancer, BoundedLoadHash, Candidate, make_balancer
 from controlplane.coalesce import Coalescer
 from controlplane.domain import (
     Binding,
@@ -41,7 +43,14 @@ from controlplane.domain import (
 )
 from controlplane.domain.models import SAMPLE_SIZE
 from controlplane.domain.sticky import StickyTable
-from controlplane.errors import InvalidInput, NotBound, PodNotEligible, UnknownPod, UnknownService
+from controlplane.errors import (
+    InvalidInput,
+    NotBound,
+    PodNotEligible,
+    StoreUnavailable,
+    UnknownPod,
+    UnknownService,
+)
 from controlplane.failover import plan_moves, rebalance_quota
 from controlplane.store import ServiceKeys, Store
 
@@ -51,6 +60,7 @@ ChangeListener = Callable[[ServiceKey], None]
 EventListener = Callable[[FailoverEvent], None]
 
 _MOVE_BATCH = 500
+_MAX_PENDING_BINDS = 100_000
 _MAX_FAILOVER_PASSES = 5
 
 
@@ -103,6 +113,8 @@ class StatefulRouteManager:
         self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
         self._listeners: list[ChangeListener] = []
         self._event_listeners: list[EventListener] = []
+        # Users placed while Redis was unreachable, to bind once it answers: uid -> pod.
+        self._pending: dict[ServiceKey, dict[str, int]] = {}
         # Pods being drained at a rate: the task moving their users away.
         self._drainers: dict[tuple[ServiceKey, int], asyncio.Task[None]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
@@ -175,8 +187,19 @@ class StatefulRouteManager:
     # -- routing ---------------------------------------------------------------------------
 
     async def route_request(self, request: RouteRequest) -> RouteResult:
-        """The pod for this user: its binding while that pod keeps users, else a new pick."""
+        """The pod for this user: its binding while that pod keeps users, else a new pick.
+
+        With Redis unreachable, users Envoy already routes keep their pod and new users are
+        placed by plain weighted consistent hashing (every replica agrees); their binds are
+        written when Redis answers again (``replay_pending_binds``).
+        """
         key = ServiceKey(request.namespace, request.service_name)
+        try:
+            return await self._route_request(key, request)
+        except RedisError as exc:
+            return self._route_without_redis(key, request, exc)
+
+    async def _route_request(self, key: ServiceKey, request: RouteRequest) -> RouteResult:
         view = await self._view(key)
         strategy = request.strategy or view.service.settings.strategy
         uid = request.uid
@@ -195,6 +218,51 @@ class StatefulRouteManager:
         pod = view.pods.get(winner) or self._pod(await self._view(key, fresh=True), winner)
         self._route(key, uid, winner, self._clock())
         return _result(pod, strategy, new=created)
+
+    def _route_without_redis(
+        self, key: ServiceKey, request: RouteRequest, error: RedisError
+    ) -> RouteResult:
+        view = self._views.get(key)  # however old: better than no answer
+        if view is None:
+            raise StoreUnavailable(f"redis is unreachable: {error}") from error
+        strategy = request.strategy or view.service.settings.strategy
+        uid = request.uid
+        known = self.sticky.routes(key).get(uid)
+        if known is None:
+            known = self._pending.get(key, {}).get(uid)
+        pod = view.pods.get(known) if known is not None else None
+        if pod is not None and pod.keeps_bound_users:
+            return _result(pod, strategy, new=False)
+        candidates = [replace(c, bound_users=0) for c in view.candidates()]
+        index = BoundedLoadHash(view.service.settings.hash_balance_factor).pick(candidates, uid)
+        pending = self._pending.setdefault(key, {})
+        if len(pending) < _MAX_PENDING_BINDS:
+            pending[uid] = index
+        else:
+            log.warning("pending_binds_full service=%s uid_dropped=%s", key, uid)
+        self._route(key, uid, index, self._clock())
+        return _result(view.pods[index], strategy, new=True)
+
+    async def replay_pending_binds(self) -> int:
+        """Write the binds made while Redis was away; returns how many were written.
+
+        The first writer still wins: where another replica bound the user meanwhile, its pod
+        stands and Envoy's route follows it.
+        """
+        written = 0
+        for key, pending in list(self._pending.items()):
+            keys = self.store.keys(key)
+            batch = list(pending.items())[:_MOVE_BATCH]
+            outcome = await self.store.bindings.bind_many(keys, batch, self._clock())
+            for (uid, wanted), (pod, _) in zip(batch, outcome, strict=True):
+                del pending[uid]
+                if pod != wanted:
+                    self._route(key, uid, pod, self._clock())
+            written += len(batch)
+            if not pending:
+                del self._pending[key]
+            self._views.pop(key, None)
+        return written
 
     async def get_best_pod(
         self, namespace: str, service: str, strategy: Strategy | None = None, uid: str = ""
@@ -390,9 +458,15 @@ class StatefulRouteManager:
     async def flush_last_seen(self) -> int:
         """Write the last-seen times gathered on the hot path; returns how many."""
         seen, self._seen = self._seen, {}
-        for key, users in seen.items():
-            await self.store.bindings.touch_many(self.store.keys(key), users.items())
-        return sum(len(users) for users in seen.values())
+        total = sum(len(users) for users in seen.values())
+        try:
+            for key, users in list(seen.items()):
+                await self.store.bindings.touch_many(self.store.keys(key), users.items())
+                del seen[key]
+        finally:
+            for key, users in seen.items():  # not written (Redis away): keep for next time
+                self._seen[key] = {**users, **self._seen.get(key, {})}
+        return total
 
     async def expire_idle(self) -> int:
         """Forget users idle longer than their service's binding TTL; returns how many."""
@@ -451,7 +525,14 @@ class StatefulRouteManager:
         if loading is None:
             loading = self._loading[key] = asyncio.ensure_future(self._load(key, view))
             loading.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(loading)
+        try:
+            return await asyncio.shield(loading)
+        except RedisError:
+            if view is None:
+                raise
+            # Redis away: the last state we saw serves reads, routing and xDS meanwhile.
+            log.warning("view_stale service=%s reason=redis_unreachable", key)
+            return view
 
     async def _load(self, key: ServiceKey, previous: _ServiceView | None) -> _ServiceView:
         service = await self.store.registry.get_service(key)

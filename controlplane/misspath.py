@@ -12,10 +12,11 @@ import base64
 import logging
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import RouteRequest, ServiceKey, parse
-from controlplane.errors import InvalidInput, NoHealthyPods, UnknownService
+from controlplane.errors import InvalidInput, NoHealthyPods, StoreUnavailable, UnknownService
 from controlplane.manager import StatefulRouteManager
 from controlplane.xds.naming import MISS_PATH_PREFIX, SERVICE_HEADER, SESSION_HEADER
 
@@ -45,6 +46,8 @@ class MissPath:
         except (InvalidInput, UnknownService):
             # Not one of ours (an old route config?): let Envoy balance it as it likes.
             return web.Response(status=200)
+        except RedisError:
+            return web.Response(status=503, text="redis is unreachable and the service unknown")
         uid = request.headers.get(settings.uid_header)
         if uid is None:
             return web.Response(status=200)  # no user: nothing to keep sticky
@@ -53,6 +56,7 @@ class MissPath:
             result = await self._metrics.timed_route(self._manager.route_request, route)
         except InvalidInput as exc:
             return web.Response(status=400, text=f"invalid {settings.uid_header}: {exc}")
-        except NoHealthyPods as exc:
+        except (NoHealthyPods, StoreUnavailable) as exc:
+            # Envoy's failure_mode_allow then lets its own balancer place the request.
             return web.Response(status=503, text=exc.message)
         return web.Response(status=200, headers={SESSION_HEADER: session_value(result.address)})

@@ -71,6 +71,7 @@ class Server:
         self._every(upkeep.last_seen_flush_s, self.manager.flush_last_seen, "flush-last-seen")
         self._every(upkeep.idle_expiry_every_s, self.manager.expire_idle, "expire-idle")
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
+        self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()
         xds = self.xds_listeners
         log.info(

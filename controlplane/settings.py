@@ -46,6 +46,8 @@ class UpkeepSettings(BaseModel):
     # Envoy routes a user by itself for this long after the control plane last saw it.
     route_window_s: float = Field(default=600.0, gt=0)
     route_expiry_every_s: float = Field(default=5.0, gt=0)
+    # How often binds made while Redis was unreachable are retried.
+    replay_binds_every_s: float = Field(default=1.0, gt=0)
     health_checks: bool = True
 
 

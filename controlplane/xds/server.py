@@ -21,6 +21,8 @@ from controlplane.xds.source import StateSource
 
 log = logging.getLogger(__name__)
 
+_RETRY_S = 0.5
+
 
 class XdsServer:
     """Start with ``start()``, stop with ``stop()``; serve ``routes()`` and ``ads`` meanwhile."""
@@ -77,7 +79,16 @@ class XdsServer:
             await asyncio.sleep(self.settings.debounce_s)
             self._wake.clear()
             keys, self._pending = sorted(self._pending), set()
-            states = await asyncio.gather(*(self.source.service_state(k) for k in keys))
+            try:
+                states = await asyncio.gather(*(self.source.service_state(k) for k in keys))
+            except Exception as exc:  # the source's store is away: try these again shortly
+                log.warning(
+                    "xds state unavailable services=%s error=%r", [str(k) for k in keys], exc
+                )
+                self._pending.update(keys)
+                self._wake.set()
+                await asyncio.sleep(_RETRY_S)
+                continue
             try:
                 self.cache.update(dict(zip(keys, states, strict=True)))
             except (StatefulRouteError, ValidationError, ValueError) as exc:
