@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from controlplane.balancer import Balancer, BoundedLoadHash, Candidate, make_balancer
 from controlplane.coalesce import Coalescer
 from controlplane.domain import (
+    FAILED,
     Binding,
     FailoverEvent,
     FailoverType,
@@ -58,6 +59,7 @@ log = logging.getLogger("stateful_route.manager")
 
 ChangeListener = Callable[[ServiceKey], None]
 EventListener = Callable[[FailoverEvent], None]
+ReplicaListener = Callable[[ServiceKey, dict[str, int | None] | None], None]
 
 _MOVE_BATCH = 500
 _MAX_PENDING_BINDS = 100_000
@@ -108,11 +110,14 @@ class StatefulRouteManager:
         self._view_ttl_s = view_ttl_s
         self._clock = clock
         self._views: dict[ServiceKey, _ServiceView] = {}
+        # Whether this replica may move users off failed pods (one leader among replicas).
+        self.is_leader: Callable[[], bool] = lambda: True
         # Users Envoy routes by itself (recently seen); the rest reach us through the miss path.
         self.sticky = StickyTable(route_window_s)
         self._loading: dict[ServiceKey, asyncio.Task[_ServiceView]] = {}
         self._listeners: list[ChangeListener] = []
         self._event_listeners: list[EventListener] = []
+        self._replica_listeners: list[ReplicaListener] = []
         # Users placed while Redis was unreachable, to bind once it answers: uid -> pod.
         self._pending: dict[ServiceKey, dict[str, int]] = {}
         # Pods being drained at a rate: the task moving their users away.
@@ -232,7 +237,7 @@ class StatefulRouteManager:
             known = self._pending.get(key, {}).get(uid)
         pod = view.pods.get(known) if known is not None else None
         if pod is not None and pod.keeps_bound_users:
-            return _result(pod, strategy, new=False)
+            return _result(pod, strategy, new=False, degraded=True)
         candidates = [replace(c, bound_users=0) for c in view.candidates()]
         index = BoundedLoadHash(view.service.settings.hash_balance_factor).pick(candidates, uid)
         pending = self._pending.setdefault(key, {})
@@ -241,7 +246,7 @@ class StatefulRouteManager:
         else:
             log.warning("pending_binds_full service=%s uid_dropped=%s", key, uid)
         self._route(key, uid, index, self._clock())
-        return _result(view.pods[index], strategy, new=True)
+        return _result(view.pods[index], strategy, new=True, degraded=True)
 
     async def replay_pending_binds(self) -> int:
         """Write the binds made while Redis was away; returns how many were written.
@@ -285,8 +290,7 @@ class StatefulRouteManager:
         if binding is None:
             raise NotBound(f"user {uid!r} is not bound", uid=uid)
         view.users[binding.pod] = max(0, view.users.get(binding.pod, 0) - 1)
-        if self.sticky.remove(view.service.key, uid):
-            self._changed(view.service.key)
+        self._moved(view.service.key, {uid: None})
         return binding
 
     async def migrate_user(
@@ -316,6 +320,7 @@ class StatefulRouteManager:
                 to_pods={target: 1},
             )
         self._route(view.service.key, uid, target, now)
+        self._moved(view.service.key, {uid: target})
         binding = await self.store.bindings.get(view.keys, uid)
         assert binding is not None
         return binding
@@ -357,8 +362,10 @@ class StatefulRouteManager:
                 key, index, transition.before.value, pod.state.value, signal.value, reason,
             )  # fmt: skip
             self._changed(key)
-        if transition.failed:
+        if transition.failed and self.is_leader():
             await self._evacuate(view, index, reason or signal.value, FailoverType.POD_FAILURE)
+        elif transition.failed:
+            log.info("failover_left_to_leader service=%s pod=%d", key, index)
         elif transition.recovered:
             await self._record(view, FailoverType.POD_RECOVERY, pod=index, reason=reason)
         elif signal is HealthSignal.DRAIN and transition.changed:
@@ -371,9 +378,15 @@ class StatefulRouteManager:
     async def handle_pod_failure(
         self, namespace: str, service: str, index: int, reason: str = "operator"
     ) -> FailoverEvent | None:
-        """Mark the pod DOWN and move every user it still holds to eligible pods."""
+        """Mark the pod DOWN and move every user it still holds to eligible pods.
+
+        On a replica that is not the leader, the leader moves them (within its reconcile
+        interval) and this returns None.
+        """
         transition = await self.signal_pod(namespace, service, index, HealthSignal.FAIL, reason)
         view = await self._view(await self._known(namespace, service), fresh=True)
+        if not self.is_leader():
+            return None
         if transition.failed or not view.users.get(index, 0):
             return await self._latest_event(view, index) if transition.failed else None
         # Already failed before, but users remain (a move was interrupted): finish the job.
@@ -437,6 +450,11 @@ class StatefulRouteManager:
         """Call ``callback`` with the service's key whenever its pods or settings change."""
         self._listeners.append(callback)
 
+    def add_replica_listener(self, callback: ReplicaListener) -> None:
+        """Call ``callback`` with what the other replicas must learn: a service that changed
+        (moves None) or users that moved (uid -> pod, None when unbound)."""
+        self._replica_listeners.append(callback)
+
     def add_event_listener(self, callback: EventListener) -> None:
         """Call ``callback`` with every failover event as it is recorded."""
         self._event_listeners.append(callback)
@@ -480,11 +498,27 @@ class StatefulRouteManager:
             self._views.pop(service.key, None)
         return expired
 
+    async def reconcile(self) -> int:
+        """Move the users still bound to failed pods (the leader's job); returns users moved.
+
+        Catches failures another replica saw (it marks the pod, the leader moves its users)
+        and moves that a crash interrupted.
+        """
+        moved = 0
+        for key in await self.store.registry.service_keys():
+            view = await self._view(key, fresh=True)
+            for index, pod in sorted(view.pods.items()):
+                if pod.state in FAILED and view.users.get(index, 0):
+                    reason = pod.health.reason or pod.state.value
+                    event = await self._evacuate(view, index, reason, FailoverType.POD_FAILURE)
+                    moved += event.affected_users
+        return moved
+
     def expire_routes(self) -> int:
         """Drop users not seen within the route window from Envoy's routes; returns services."""
         changed = self.sticky.expire(self._clock())
         for key in changed:
-            self._changed(key)
+            self._notify(key)
         return len(changed)
 
     async def load_routes(self) -> int:
@@ -498,7 +532,7 @@ class StatefulRouteManager:
             for uid, pod, seen in await self.store.bindings.seen_since(self.store.keys(key), since):
                 self.sticky.put(key, uid, pod, seen)
                 loaded += 1
-            self._changed(key)
+            self._notify(key)
         return loaded
 
     async def close(self) -> None:
@@ -508,7 +542,10 @@ class StatefulRouteManager:
         await asyncio.gather(*drainers, return_exceptions=True)
         await self._lookup.drain()
         await self._bind.drain()
-        await self.flush_last_seen()
+        try:
+            await self.flush_last_seen()
+        except RedisError as exc:  # shutting down anyway: last-use times are advisory
+            log.warning("last_seen_not_flushed error=%r", exc)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -617,7 +654,7 @@ class StatefulRouteManager:
             )
             moved[target] = moved.get(target, 0) + len(done)
             sample.extend(done[: SAMPLE_SIZE - len(sample)])
-            self.sticky.move(view.service.key, done, target)
+            self._moved(view.service.key, dict.fromkeys(done, target))
         return [
             c
             if c.index not in moved
@@ -642,7 +679,6 @@ class StatefulRouteManager:
                 if not batch:
                     break
                 await self._move_batch(view, index, batch, candidates, moved, sample)
-                self._changed(key)
                 await asyncio.sleep(tick_s * len(batch) / per_tick)
                 view = await self._view(key, fresh=True)
         finally:
@@ -662,7 +698,7 @@ class StatefulRouteManager:
             done = await self.store.bindings.move(
                 view.keys, batch, index, self._clock(), only_from=source
             )
-            self.sticky.move(view.service.key, done, index)
+            self._moved(view.service.key, dict.fromkeys(done, index))
             moved += len(done)
         if moved:
             self._changed(view.service.key, forget_view=True)
@@ -728,13 +764,44 @@ class StatefulRouteManager:
     def _route(self, key: ServiceKey, uid: str, pod: int, now: float) -> None:
         """Keep (or put) the user in Envoy's routes; a change is pushed, a refresh is not."""
         if self.sticky.put(key, uid, pod, now):
-            self._changed(key)
+            self._notify(key)
 
-    def _changed(self, key: ServiceKey, *, forget_view: bool = False) -> None:
-        if forget_view:
-            self._views.pop(key, None)
+    def _notify(self, key: ServiceKey) -> None:
+        """This replica's xDS must rebuild the service (a local route change)."""
         for listener in self._listeners:
             listener(key)
+
+    def _changed(self, key: ServiceKey, *, forget_view: bool = False) -> None:
+        """The service's settings or pods changed: rebuild here and tell the other replicas."""
+        if forget_view:
+            self._views.pop(key, None)
+        self._notify(key)
+        for replica in self._replica_listeners:
+            replica(key, None)
+
+    def _moved(self, key: ServiceKey, moves: dict[str, int | None]) -> None:
+        """Users moved (pod) or were unbound (None): follow here and on the other replicas."""
+        if self._follow(key, moves):
+            self._notify(key)
+        for replica in self._replica_listeners:
+            replica(key, moves)
+
+    def _follow(self, key: ServiceKey, moves: dict[str, int | None]) -> bool:
+        changed = False
+        for uid, pod in moves.items():
+            if pod is None:
+                changed = self.sticky.remove(key, uid) or changed
+            else:
+                changed = self.sticky.move(key, [uid], pod) or changed
+        return changed
+
+    def apply_remote(self, key: ServiceKey, moves: dict[str, int | None] | None) -> None:
+        """Another replica changed the service (None) or moved some of its users."""
+        if moves is None:
+            self._views.pop(key, None)
+            self._notify(key)
+        elif self._follow(key, moves):
+            self._notify(key)
 
 
 async def _take(source: AsyncIterator[str], count: int) -> AsyncIterator[str]:
@@ -746,8 +813,9 @@ async def _take(source: AsyncIterator[str], count: int) -> AsyncIterator[str]:
             return
 
 
-def _result(pod: Pod, strategy: Strategy, *, new: bool) -> RouteResult:
+def _result(pod: Pod, strategy: Strategy, *, new: bool, degraded: bool = False) -> RouteResult:
     return RouteResult(
+        degraded=degraded,
         pod_index=pod.index,
         address=pod.address,
         strategy=strategy,

@@ -14,6 +14,7 @@ from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import Service
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
+from controlplane.replicas import LeaderLease, ReplicaSync, new_replica_id
 from controlplane.settings import Settings
 from controlplane.signals.active_health import ActiveHealthChecker
 from controlplane.signals.envoy_events import (
@@ -40,8 +41,19 @@ class Server:
             view_ttl_s=settings.upkeep.view_ttl_s,
             route_window_s=settings.upkeep.route_window_s,
         )
+        self.replica_id = new_replica_id()
+        self.lease = LeaderLease(
+            self.store.redis,
+            settings.redis.prefix,
+            self.replica_id,
+            ttl_s=settings.upkeep.leader_lease_s,
+        )
+        self.manager.is_leader = self.lease.is_leader
+        self.sync = ReplicaSync(
+            self.store.redis, settings.redis.prefix, self.replica_id, self.manager
+        )
         self.metrics = AdminMetrics()
-        self.health = ActiveHealthChecker(self.manager)
+        self.health = ActiveHealthChecker(self.manager, is_leader=self.lease.is_leader)
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
         listen = settings.listen
         self.xds_listeners = XdsListeners(
@@ -56,6 +68,10 @@ class Server:
         self.admin_port = 0
 
     async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.sync.listen_forever(), name="replica-listen"))
+        self._tasks.append(asyncio.create_task(self.sync.publish_forever(), name="replica-publish"))
+        await self.lease.try_acquire()
+        self._tasks.append(asyncio.create_task(self.lease.run(), name="leader-lease"))
         await self._register_configured_services()
         await self.manager.load_routes()
         listen = self.settings.listen
@@ -69,7 +85,10 @@ class Server:
             await self.health.start()
         upkeep = self.settings.upkeep
         self._every(upkeep.last_seen_flush_s, self.manager.flush_last_seen, "flush-last-seen")
-        self._every(upkeep.idle_expiry_every_s, self.manager.expire_idle, "expire-idle")
+        self._every(
+            upkeep.idle_expiry_every_s, self._as_leader(self.manager.expire_idle), "expire-idle"
+        )
+        self._every(upkeep.reconcile_every_s, self._as_leader(self.manager.reconcile), "reconcile")
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
         self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()
@@ -88,6 +107,7 @@ class Server:
             await runner.cleanup()
         await self.xds_listeners.stop()
         await self.manager.close()
+        await self.lease.release()
         await self.store.close()
 
     async def run_until_signalled(self) -> None:
@@ -136,6 +156,14 @@ class Server:
                 signals.envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
             )
             self._tasks.append(asyncio.create_task(poller.run(), name="envoy-stats"))
+
+    def _as_leader(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
+        """``job`` on the leader only; the other replicas skip their turn."""
+
+        async def gated() -> object:
+            return await job() if self.lease.is_leader() else None
+
+        return gated
 
     async def _expire_routes(self) -> None:
         self.manager.expire_routes()

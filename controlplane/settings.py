@@ -46,6 +46,11 @@ class UpkeepSettings(BaseModel):
     # Envoy routes a user by itself for this long after the control plane last saw it.
     route_window_s: float = Field(default=600.0, gt=0)
     route_expiry_every_s: float = Field(default=5.0, gt=0)
+    # Replicas: the leader lease lasts this long unless renewed (a third of it apart); a dead
+    # leader is replaced within one period.
+    leader_lease_s: float = Field(default=3.0, ge=0.5)
+    # How often the leader looks for users left on failed pods.
+    reconcile_every_s: float = Field(default=0.5, gt=0)
     # How often binds made while Redis was unreachable are retried.
     replay_binds_every_s: float = Field(default=1.0, gt=0)
     health_checks: bool = True

@@ -75,13 +75,15 @@ def _context(request: web.Request) -> AdminContext:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 ``ok`` while Redis answers, else 503 ``degraded``: a replica without Redis can
-    route nobody, so readiness checks should take it out of rotation."""
+    """200 ``ok`` while Redis answers, else 503 ``degraded``: without Redis a replica still
+    routes (known users keep their pod, new ones are placed by hashing) but can record and
+    move nobody. ``leader`` says whether this replica holds the leader lease."""
     context = _context(request)
     redis = await context.manager.store.ping()
     if not redis:
         context.metrics.redis_errors.inc()
-    health = Health(status="ok" if redis else "degraded", redis=redis)
+    leader = context.manager.is_leader()
+    health = Health(status="ok" if redis else "degraded", redis=redis, leader=leader)
     return json_response(health, status=200 if redis else 503)
 
 

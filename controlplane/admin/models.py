@@ -96,3 +96,5 @@ class PodRemoval(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     redis: bool
+    # This replica holds the leader lease (runs health checks and moves users off failed pods).
+    leader: bool

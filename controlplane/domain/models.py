@@ -191,6 +191,8 @@ class RouteResult(BaseModel):
     load_state: int
     new_binding: bool
     health_status: PodState
+    # Answered without Redis: from Envoy's routes or by hashing; a new user's bind is pending.
+    degraded: bool = False
 
 
 class HealthReport(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -42,8 +43,16 @@ async def probe(
 class ActiveHealthChecker:
     """Checks every pod of every service; one task per service, owned and cancelled here."""
 
-    def __init__(self, manager: StatefulRouteManager, *, rescan_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        manager: StatefulRouteManager,
+        *,
+        rescan_s: float = 5.0,
+        is_leader: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._manager = manager
+        # Among replicas, only the leader probes: one verdict per check, not one per replica.
+        self._is_leader = is_leader
         self._rescan_s = rescan_s
         self._tasks: dict[ServiceKey, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -99,7 +108,8 @@ class ActiveHealthChecker:
                 if state is None:
                     return
                 interval = state.service.settings.health_check.interval_s
-                await self.check_service(key)
+                if self._is_leader():
+                    await self.check_service(key)
             except Exception:  # one bad round must not end the checks of a service
                 log.exception("health_round_failed service=%s", key)
             await asyncio.sleep(interval)

@@ -128,11 +128,13 @@ async def test_health_is_degraded_and_503_while_redis_is_unreachable(outage: Cli
     assert await expect(await outage.get("/healthz"), 503) == {
         "status": "degraded",
         "redis": False,
+        "leader": True,  # a lone manager leads
     }
 
 
 async def test_health_is_ok_while_redis_answers(api: Client) -> None:
-    assert await expect(await api.get("/healthz"), 200) == {"status": "ok", "redis": True}
+    health = await expect(await api.get("/healthz"), 200)
+    assert health == {"status": "ok", "redis": True, "leader": True}
 
 
 async def test_metrics_still_answer_during_a_redis_outage(outage: Client) -> None:

@@ -76,6 +76,10 @@ async def route_through_failover(
                     RouteRequest(namespace=NS, service=SVC, uid=uid)
                 )
         except Exception:  # any failure of the store counts; the load goes on
+            result = None
+        if result is None or result.degraded:
+            # The store did not answer (a degraded answer is the manager's no-Redis fallback):
+            # what this measures is how long the store itself was away.
             report.failed += 1
             last_failure = time.monotonic()
             await asyncio.sleep(0.01)  # a real client would back off too

@@ -1,0 +1,103 @@
+"""The leader lease and the sync between replicas, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
+from controlplane.manager import StatefulRouteManager
+from controlplane.replicas import LeaderLease, ReplicaSync
+from controlplane.store import Store
+
+KEY = ServiceKey("games", "lobby")
+
+
+async def test_one_replica_holds_the_lease_and_a_successor_gets_a_higher_token(
+    store: Store,
+) -> None:
+    first = LeaderLease(store.redis, "sr", "first", ttl_s=0.5)
+    second = LeaderLease(store.redis, "sr", "second", ttl_s=0.5)
+    assert await first.try_acquire()
+    assert not await second.try_acquire()
+    assert await first.try_acquire()  # renewing keeps the same token
+    token = first.token
+    assert token is not None
+    await asyncio.sleep(0.6)  # first stops renewing, as a killed replica would
+    assert not first.is_leader()
+    assert await second.try_acquire()
+    assert second.token is not None
+    assert second.token > token
+    assert not await first.try_acquire()  # the old leader comes back as a follower
+
+
+async def test_a_released_lease_is_taken_at_once(store: Store) -> None:
+    first = LeaderLease(store.redis, "sr", "first", ttl_s=30)
+    second = LeaderLease(store.redis, "sr", "second", ttl_s=30)
+    assert await first.try_acquire()
+    await first.release()
+    assert not first.is_leader()
+    assert await second.try_acquire()
+
+
+@pytest.fixture
+async def two_replicas(
+    store: Store,
+) -> AsyncIterator[tuple[StatefulRouteManager, StatefulRouteManager]]:
+    managers = [StatefulRouteManager(store), StatefulRouteManager(store)]
+    syncs = [ReplicaSync(store.redis, "sr", f"r{i}", m) for i, m in enumerate(managers)]
+    tasks = [asyncio.create_task(s.listen_forever()) for s in syncs]
+    tasks += [asyncio.create_task(s.publish_forever()) for s in syncs]
+    await managers[0].register_service(Service(namespace=KEY.namespace, name=KEY.name))
+    for index in range(3):
+        await managers[0].upsert_pod(*KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
+    await asyncio.sleep(0.1)  # both subscribed
+    yield managers[0], managers[1]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for manager in managers:
+        await manager.close()
+
+
+async def routes(manager: StatefulRouteManager) -> dict[str, int]:
+    state = await manager.service_state(KEY)
+    assert state is not None
+    return dict(state.routes)
+
+
+async def test_a_move_on_one_replica_reaches_the_routes_of_the_other(
+    two_replicas: tuple[StatefulRouteManager, StatefulRouteManager],
+) -> None:
+    one, two = two_replicas
+    request = RouteRequest(namespace=KEY.namespace, service=KEY.name, uid="alice")
+    pod = (await two.route_request(request)).pod_index  # alice is in two's routes
+    assert await one.route_request(request) == await two.route_request(request)
+    target = (pod + 1) % 3
+    announced: list[object] = []
+    two.add_listener(announced.append)
+    await one.migrate_user(*KEY, "alice", target)
+    for _ in range(50):
+        if (await routes(two)).get("alice") == target:
+            break
+        await asyncio.sleep(0.02)
+    assert (await routes(two))["alice"] == target
+    assert KEY in announced  # two's xDS rebuilds the service
+
+
+async def test_a_pod_change_on_one_replica_rebuilds_the_other(
+    two_replicas: tuple[StatefulRouteManager, StatefulRouteManager],
+) -> None:
+    one, two = two_replicas
+    announced: list[object] = []
+    two.add_listener(announced.append)
+    await one.drain_pod(*KEY, 1)
+    for _ in range(50):
+        if announced:
+            break
+        await asyncio.sleep(0.02)
+    state = await two.service_state(KEY)
+    assert state is not None
+    assert state.pods[1].state.value == "draining"
