@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -13,10 +14,15 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from controlplane.errors import InvalidInput, StatefulRouteError
 
 if TYPE_CHECKING:
     from controlplane.runtime.stack import LocalStack
+
+# The admin API refuses shorter tokens (controlplane.admin.config.AdminSettings).
+_MIN_TOKEN = 16
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +89,21 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["redis"] = {"url": args.redis_url}
     if args.admin_port is not None:
         overrides["listen"] = {"admin_port": args.admin_port}
-    settings = Settings.load(args.config, **overrides)
-    asyncio.run(Server(settings).run_until_signalled())
+    try:
+        settings = Settings.load(args.config, **overrides)
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid settings: {_issues(exc)}") from None
+    try:
+        asyncio.run(Server(settings).run_until_signalled())
+    except OSError as exc:  # a port taken, an address not on this machine
+        raise StatefulRouteError(f"cannot start the control plane: {exc}") from None
     return 0
+
+
+def _issues(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -93,6 +111,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     if not 1 <= args.pods <= 64:
         raise InvalidInput("--pods must be between 1 and 64")
+    if args.token is not None and len(args.token) < _MIN_TOKEN:
+        raise InvalidInput(f"--token must be at least {_MIN_TOKEN} characters")
     config = StackConfig(
         pods=args.pods,
         proxy_port=args.proxy_port,
@@ -108,31 +128,52 @@ async def _run_demo(stack: LocalStack) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print("starting the stateful-route demo stack:", flush=True)
-    await stack.start(progress=lambda step: print(f"  - {step}", flush=True))
-    print(
-        f"""
+    _say("starting the stateful-route demo stack:")
+    starting = asyncio.create_task(stack.start(progress=lambda step: _say(f"  - {step}")))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # Ctrl-C while starting: start() stops what it started
+        starting.cancel()
+    stopping.cancel()
+    try:
+        await starting
+    except asyncio.CancelledError:
+        _say("stopped before the stack was ready")
+        return 130
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a part did not start (see its log)
+        raise StatefulRouteError(f"the demo stack did not start: {exc}") from None
+    try:
+        _say(_ready_banner(stack))
+        await stop.wait()
+        _say("stopping...")
+    finally:
+        await stack.stop()
+    return 0
+
+
+def _ready_banner(stack: LocalStack) -> str:
+    return f"""
 ready.
   proxy (Envoy):   {stack.proxy_url}/
   admin API:       {stack.admin_url}/api/v1/services
   dashboard:       {stack.admin_url}/
   API docs:        {stack.admin_url}/docs
   token:           {stack.token}
+  logs:            {stack.workdir}
 
 try it:
   curl -H 'x-uid: alice' {stack.proxy_url}/
   stateful-route status --admin {stack.admin_url}
   stateful-route drain --admin {stack.admin_url} --token {stack.token} <pod>
 
-Ctrl-C stops every process this command started.""",
-        flush=True,
-    )
-    try:
-        await stop.wait()
-    finally:
-        print("stopping...", flush=True)
-        await stack.stop()
-    return 0
+Ctrl-C stops every process this command started."""
+
+
+def _say(text: str) -> None:
+    """Print for the operator; a closed stdout (a pipe whose reader left) must not stop us
+    from stopping what we started."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
 
 
 def _status(args: argparse.Namespace) -> int:

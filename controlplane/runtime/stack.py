@@ -129,8 +129,8 @@ class LocalStack:
     # -- whole stack --------------------------------------------------------------------------
 
     async def start(self, progress: Progress = lambda _: None) -> LocalStack:
-        self._choose_ports()
         try:
+            self._choose_ports()
             progress(f"redis-server on {self.config.host}")
             self.redis = await asyncio.to_thread(
                 RedisServer(

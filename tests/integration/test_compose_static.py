@@ -1,0 +1,280 @@
+"""docker-compose.yml, checked without a Docker engine.
+
+The compose file, the control plane's config (deploy/controlplane.yaml) and Envoy's bootstrap
+(envoy/compose-ads.yaml) name each other's ports, host names, addresses and paths; these tests
+hold them together, load the config as the control plane would, and run the real Envoy's
+``--mode validate`` on the bootstrap.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from controlplane.runtime.envoy import XDS_CLUSTER, find_envoy_binary
+from controlplane.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+PODS = [f"pod-{i}" for i in range(4)]
+NETWORK = "mesh"
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(COMPOSE)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def flag(command: list[str], name: str) -> str:
+    """The value after ``name`` in an argv list."""
+    assert name in command, f"{name} missing from {command}"
+    return command[command.index(name) + 1]
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source (a ./path on the host or a named volume)."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        found[target] = source
+    return found
+
+
+def host_file(service: dict[str, Any], container_path: str) -> Path:
+    """The repository file bind-mounted at ``container_path``."""
+    source = mounts(service)[container_path]
+    assert source.startswith("./"), f"{container_path} is not a file of the repository"
+    return REPO / source
+
+
+def published(service: dict[str, Any]) -> dict[int, str]:
+    """Container port -> the host address it is published on."""
+    found = {}
+    for port in service.get("ports", []):
+        host, host_port, container_port = port.split(":")
+        assert host_port == container_port
+        found[int(container_port)] = host
+    return found
+
+
+@pytest.fixture(scope="module")
+def config_path(services: dict[str, dict[str, Any]]) -> Path:
+    controlplane = services["controlplane"]
+    return host_file(controlplane, flag(controlplane["command"], "--config"))
+
+
+@pytest.fixture(scope="module")
+def settings(config_path: Path) -> Settings:
+    with pytest.MonkeyPatch.context() as env:
+        for name in [n for n in os.environ if n.startswith("STATEFUL_ROUTE_")]:
+            env.delenv(name)
+        return Settings.load(config_path)
+
+
+@pytest.fixture(scope="module")
+def bootstrap_path(services: dict[str, dict[str, Any]]) -> Path:
+    envoy = services["envoy"]
+    path = host_file(envoy, flag(envoy["command"], "-c"))
+    assert path.parent == REPO / "envoy"
+    return path
+
+
+@pytest.fixture(scope="module")
+def bootstrap(bootstrap_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(bootstrap_path)
+    return data
+
+
+def xds_address(bootstrap: dict[str, Any]) -> tuple[str, int]:
+    (cluster,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER]
+    assert cluster["type"] == "STRICT_DNS"  # a compose name, not an address
+    (group,) = cluster["load_assignment"]["endpoints"]
+    (endpoint,) = group["lb_endpoints"]
+    socket = endpoint["endpoint"]["address"]["socket_address"]
+    return socket["address"], socket["port_value"]
+
+
+def test_every_service_of_the_stack_is_there(services: dict[str, dict[str, Any]]) -> None:
+    assert set(services) == {"redis", "controlplane", "envoy", *PODS, "loadgen"}
+
+
+def test_every_file_compose_refers_to_exists(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if "build" in service:
+            context = REPO / service["build"]
+            assert context.is_dir(), name
+            assert (context / "Dockerfile").is_file(), name
+        for target, source in mounts(service).items():
+            if source.startswith("./"):
+                assert (REPO / source).is_file(), f"{name}: {source} -> {target}"
+
+
+def test_the_image_is_python_311_slim_with_the_servers_extra_run_by_a_user() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
+    assert "pip install '.[servers]'" in dockerfile
+    users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
+    assert users, "the image must not run as root"
+    assert users[-1] not in ("root", "0")
+    # What `pip install .` needs is copied in.
+    for needed in ("pyproject.toml", "README.md", "controlplane"):
+        assert re.search(rf"^COPY .*\b{re.escape(needed)}\b", dockerfile, re.MULTILINE), needed
+
+
+def test_ports_are_published_on_the_host_loopback_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for port, host in published(service).items():
+            assert host == "127.0.0.1", f"{name} publishes {port} on {host}"
+
+
+def test_redis_is_redis_7_with_an_append_only_file(services: dict[str, dict[str, Any]]) -> None:
+    redis = services["redis"]
+    assert redis["image"] == "redis:7"
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "--appendfsync everysec" in command
+    assert not mounts(redis)["/data"].startswith("./")  # a named volume
+
+
+def test_the_control_plane_config_loads_and_listens_on_every_interface(
+    settings: Settings, services: dict[str, dict[str, Any]]
+) -> None:
+    assert settings.listen.host == "0.0.0.0"
+    redis = urlsplit(settings.redis.url)
+    assert redis.hostname in services
+    assert redis.port == 6379
+    assert published(services["controlplane"]) == {settings.listen.admin_port: "127.0.0.1"}
+    health = " ".join(services["controlplane"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{settings.listen.admin_port}/healthz" in health
+
+
+def test_the_admin_token_comes_from_the_environment_not_the_file(
+    settings: Settings, services: dict[str, dict[str, Any]]
+) -> None:
+    assert settings.admin.token is None
+    environment = services["controlplane"]["environment"]
+    assert environment["STATEFUL_ROUTE_ADMIN__TOKEN"].startswith("${STATEFUL_ROUTE_TOKEN")
+    for pod in PODS:
+        assert flag(services[pod]["command"], "--token") == "${STATEFUL_ROUTE_TOKEN}"
+
+
+def test_envoy_reaches_xds_and_the_miss_path_by_the_control_planes_compose_name(
+    settings: Settings, bootstrap: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert xds_address(bootstrap) == ("controlplane", settings.listen.xds_grpc_port)
+    assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    assert settings.xds.miss_path_host == "controlplane"
+    assert settings.xds.miss_path_port in (None, settings.listen.xds_rest_port)
+    assert "controlplane" in services
+
+
+def test_envoys_listener_is_the_one_compose_publishes(
+    settings: Settings, bootstrap: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    group = settings.xds.group(bootstrap["node"]["cluster"])
+    assert settings.xds.node_group_key == "cluster"
+    assert group.listener_address == "0.0.0.0"
+    assert published(services["envoy"])[group.listener_port] == "127.0.0.1"
+    loadgen = services["loadgen"]
+    assert flag(loadgen["entrypoint"], "--url") == f"http://envoy:{group.listener_port}/"
+    script = flag(loadgen["entrypoint"], "python")
+    assert host_file(loadgen, script) == REPO / "deploy" / "loadgen.py"
+
+
+def test_the_control_plane_polls_envoys_admin_port(
+    settings: Settings, bootstrap: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    admin = bootstrap["admin"]["address"]["socket_address"]
+    assert admin["address"] == "0.0.0.0"
+    (url,) = settings.signals.envoy_admin_urls
+    assert (urlsplit(url).hostname, urlsplit(url).port) == ("envoy", admin["port_value"])
+    assert published(services["envoy"])[admin["port_value"]] == "127.0.0.1"
+    health = " ".join(services["envoy"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{admin['port_value']}/ready" in health
+
+
+def test_envoys_outlier_log_reaches_the_control_plane_through_a_shared_volume(
+    settings: Settings,
+    bootstrap: dict[str, Any],
+    compose: dict[str, Any],
+    services: dict[str, dict[str, Any]],
+) -> None:
+    path = bootstrap["cluster_manager"]["outlier_detection"]["event_log_path"]
+    assert settings.signals.outlier_event_log == Path(path)
+    directory = str(Path(path).parent)
+    volume = mounts(services["envoy"])[directory]
+    assert mounts(services["controlplane"])[directory] == volume
+    assert volume in compose["volumes"]  # a named volume
+    # The image makes that directory its user's, so the volume starts out writable by both.
+    assert f"mkdir -p {directory}" in (REPO / "Dockerfile").read_text()
+
+
+def test_each_pod_has_the_fixed_address_and_port_the_control_plane_registers(
+    settings: Settings, compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    (service,) = settings.services
+    (ipam,) = compose["networks"][NETWORK]["ipam"]["config"]
+    subnet = ipaddress.ip_network(ipam["subnet"])
+    dynamic = ipaddress.ip_network(ipam["ip_range"])
+    registered = {pod.index: pod for pod in service.pods}
+    assert sorted(registered) == list(range(len(PODS)))
+    for index, name in enumerate(PODS):
+        pod = services[name]
+        command = pod["command"]
+        address = ipaddress.ip_address(pod["networks"][NETWORK]["ipv4_address"])
+        assert address in subnet
+        assert address not in dynamic  # never handed to another container
+        assert registered[index].host == str(address)  # EDS wants addresses, not names
+        assert int(flag(command, "--index")) == index
+        assert int(flag(command, "--port")) == registered[index].port
+        assert flag(command, "--host") == "0.0.0.0"
+        assert flag(command, "--report-to") == f"http://controlplane:{settings.listen.admin_port}"
+        assert "ports" not in pod  # reached through Envoy only
+
+
+def test_every_service_is_on_the_one_network(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    assert set(compose["networks"]) == {NETWORK}
+    for name, service in services.items():
+        assert NETWORK in service["networks"], name
+
+
+@pytest.mark.envoy
+def test_envoy_accepts_the_bootstrap(bootstrap_path: Path, tmp_path: Path) -> None:
+    # Validate mode resolves no DNS (the compose names are fine as they are), but it opens the
+    # outlier event log, whose directory exists only in the container: point it at tmp_path.
+    config = load_yaml(bootstrap_path)
+    config["cluster_manager"]["outlier_detection"]["event_log_path"] = str(
+        tmp_path / "outlier-events.log"
+    )
+    copy = tmp_path / bootstrap_path.name
+    copy.write_text(yaml.safe_dump(config))
+    command = [find_envoy_binary(), "--mode", "validate", "-c", str(copy)]
+    result = subprocess.run(
+        [*command, "--use-dynamic-base-id"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, shlex.join(command) + "\n" + result.stderr[-3000:]
+    assert f"configuration '{copy}' OK" in result.stdout + result.stderr
