@@ -126,6 +126,11 @@ class LocalStack:
     def outlier_log(self) -> Path:
         return self.workdir / "envoy-outlier-events.log"
 
+    @property
+    def health_log(self) -> Path:
+        """Envoy's active health-check events (for services that enable Envoy's checks)."""
+        return self.workdir / "envoy-health-events.log"
+
     # -- whole stack --------------------------------------------------------------------------
 
     async def start(self, progress: Progress = lambda _: None) -> LocalStack:
@@ -211,10 +216,14 @@ class LocalStack:
                 "xds_grpc_port": self.xds_grpc_port,
             },
             "admin": {"token": self.token},
-            "xds": {"default_group": {"listener_address": host, "listener_port": self.proxy_port}},
+            "xds": {
+                "default_group": {"listener_address": host, "listener_port": self.proxy_port},
+                "health_event_log_path": str(self.health_log),
+            },
             "upkeep": {"route_window_s": self.config.route_window_s},
             "signals": {
                 "outlier_event_log": str(self.outlier_log),
+                "health_event_log": str(self.health_log),
                 "envoy_admin_urls": [f"http://{host}:{self.envoy_admin_port}"],
             },
             "services": [

@@ -274,7 +274,7 @@ class SnapshotCache:
         service = parts.state.service
         cached = parts.clusters.get(kind)
         if cached is None or cached[0] != service:
-            cluster = res.build_cluster(service, source)
+            cluster = res.build_cluster(service, source, self.settings.health_event_log_path)
             cached = parts.clusters[kind] = (service, render(res.CLUSTER, cluster.name, cluster))
         return cached[1]
 

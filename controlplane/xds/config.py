@@ -36,6 +36,11 @@ class XdsSettings(BaseModel):
     miss_path_host: str | None = None
     miss_path_port: int | None = Field(default=None, ge=1, le=65535)
 
+    # Where Envoy writes its active health-check events, for services that enable Envoy's own
+    # checks (EnvoyClusterSettings.active_health_check); the control plane follows the same
+    # file (signals.health_event_log).
+    health_event_log_path: str | None = None
+
     # Changes arriving within this window become one snapshot.
     debounce_s: float = Field(default=0.005, ge=0, le=1.0)
 

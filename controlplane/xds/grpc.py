@@ -16,6 +16,7 @@ from typing import Any
 
 import grpclib.const
 import grpclib.server
+from grpclib.exceptions import GRPCError
 
 from controlplane.xds import resources as res
 from controlplane.xds import wire
@@ -92,7 +93,7 @@ class AggregatedDiscovery:
         transport: Transport,
         session_type: type[_Session],
     ) -> None:
-        requests: AsyncIterator[Any] = stream.__aiter__()
+        requests = _well_formed(stream)
         first = await anext(requests, None)
         if first is None:
             return
@@ -117,6 +118,18 @@ class AggregatedDiscovery:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+async def _well_formed(stream: Any) -> AsyncIterator[Any]:
+    """The stream's requests; a malformed one ends the stream with INVALID_ARGUMENT (not an
+    application error): the peer's fault, and the server serves other streams as before."""
+    try:
+        async for request in stream:
+            yield request
+    except wire.WireError as exc:
+        raise GRPCError(
+            grpclib.const.Status.INVALID_ARGUMENT, f"malformed request: {exc}"
+        ) from None
 
 
 async def _read(requests: AsyncIterator[Any], session: _Session, wake: asyncio.Event) -> None:

@@ -30,6 +30,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterCommonLbConfig,
     ClusterCommonLbConfigConsistentHashingLbConfig,
     ClusterDiscoveryType,
+    ClusterDnsLookupFamily,
     ClusterEdsClusterConfig,
     ClusterLbPolicy,
     OutlierDetection,
@@ -90,6 +91,9 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManager,
     HttpFilter,
     Rds,
+)
+from envoy_data_plane.envoy.extensions.health_check.event_sinks.file.v3 import (
+    HealthCheckEventFileSink,
 )
 from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     HeaderMutation as EarlyHeaderMutation,
@@ -204,7 +208,9 @@ def lb_policy(strategy: Strategy) -> ClusterLbPolicy:
     return _LB_POLICY[strategy]
 
 
-def build_cluster(service: Service, source: ConfigSource) -> Cluster:
+def build_cluster(
+    service: Service, source: ConfigSource, health_event_log: str | None = None
+) -> Cluster:
     """The EDS cluster of a service, with its lb policy and protections."""
     settings = service.settings
     envoy = settings.envoy
@@ -229,7 +235,7 @@ def build_cluster(service: Service, source: ConfigSource) -> Cluster:
         common_lb_config=common,
         circuit_breakers=_circuit_breakers(envoy),
         outlier_detection=_outlier_detection(envoy),
-        health_checks=_health_checks(envoy),
+        health_checks=_health_checks(envoy, health_event_log),
     )
 
 
@@ -262,10 +268,19 @@ def _outlier_detection(envoy: EnvoyClusterSettings) -> OutlierDetection | None:
     )
 
 
-def _health_checks(envoy: EnvoyClusterSettings) -> list[HealthCheck]:
+def _health_checks(envoy: EnvoyClusterSettings, event_log: str | None) -> list[HealthCheck]:
     hc = envoy.active_health_check
     if hc is None:
         return []
+    # Envoy's verdicts go to a file the control plane follows (signals.health_event_log).
+    sinks = []
+    if event_log:
+        sink = HealthCheckEventFileSink(event_log_path=event_log)
+        sinks.append(
+            TypedExtensionConfig(
+                name="envoy.health_check.event_sink.file", typed_config=Any.pack(sink)
+            )
+        )
     return [
         HealthCheck(
             timeout=_seconds(hc.timeout_s),
@@ -273,6 +288,7 @@ def _health_checks(envoy: EnvoyClusterSettings) -> list[HealthCheck]:
             healthy_threshold=hc.healthy_threshold,
             unhealthy_threshold=hc.unhealthy_threshold,
             http_health_check=HealthCheckHttpHealthCheck(path=hc.path),
+            event_logger=sinks,
         )
     ]
 
@@ -512,6 +528,8 @@ def build_miss_path_cluster(host: str, port: int) -> Cluster:
     return Cluster(
         name=MISS_PATH_CLUSTER,
         type=ClusterDiscoveryType.STRICT_DNS,
+        # A name like "localhost" may resolve to ::1 first while we listen on IPv4 only.
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
         connect_timeout=_seconds(MISS_PATH_TIMEOUT_S),
         load_assignment=ClusterLoadAssignment(
             cluster_name=MISS_PATH_CLUSTER,

@@ -23,6 +23,10 @@ from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
 
+# Bodies up to this size go through the parse cache: Envoy's (~80 KB, one per subscription).
+# Larger ones are parsed each time, so a client cannot pin cache-size x 4 MB of memory.
+_MAX_CACHED_BODY = 256 * 1024
+
 PATHS = {
     "/v3/discovery:clusters": res.CLUSTER,
     "/v3/discovery:endpoints": res.ENDPOINT,
@@ -100,8 +104,10 @@ class RestDiscovery:
         return [web.post(path, partial(self._discover, t)) for path, t in PATHS.items()]
 
     async def _discover(self, type_url: str, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        parse = self._parse if len(body) <= _MAX_CACHED_BODY else parse_request
         try:
-            parsed = self._parse(await request.read(), type_url)
+            parsed = parse(body, type_url)
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         node = parsed.node or Node()

@@ -109,7 +109,10 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
 def _str(value: int | memoryview) -> str:
     if isinstance(value, int):
         raise WireError("expected a string")
-    return bytes(value).decode()
+    try:
+        return bytes(value).decode()
+    except UnicodeDecodeError:
+        raise WireError("a string field is not UTF-8") from None
 
 
 def _bytes(value: int | memoryview) -> memoryview:
@@ -127,8 +130,19 @@ def _node(data: memoryview) -> Node:
         elif number == 2:
             cluster = _str(value)
         elif number == 3:
-            metadata = Struct.parse(bytes(_bytes(value))).to_dict()
+            metadata = _struct(_bytes(value))
     return Node(node_id, cluster, metadata)
+
+
+def _struct(data: memoryview) -> dict[str, object]:
+    """google.protobuf.Struct as a dict (Envoy's node metadata)."""
+    try:
+        parsed: dict[str, object] = Struct.parse(bytes(data)).to_dict()
+    # betterproto raises what it meets on garbage (EOFError, UnicodeDecodeError, RecursionError
+    # on deep nesting, ...): any of them means the peer sent a malformed message.
+    except Exception as exc:
+        raise WireError(f"malformed node metadata: {exc.__class__.__name__}") from None
+    return parsed
 
 
 def _error_message(data: memoryview) -> str:

@@ -126,3 +126,16 @@ def test_the_listener_strips_internal_headers_and_sends_uid_headers_to_the_miss_
     allowed = {p["exact"] for p in authz["allowedHeaders"]["patterns"]}
     assert allowed == {SERVICE_HEADER, "x-player", "x-uid"}
     assert authz["failureModeAllow"] is True
+
+
+def test_envoy_health_check_events_go_to_the_file_the_control_plane_follows() -> None:
+    envoy = {"active_health_check": {"path": "/ready"}}
+    state = service_state("games", "lobby", [9000], envoy=envoy)
+    cluster = res.build_cluster(state.service, ADS_SOURCE, "/var/log/envoy/hc.log").to_dict()
+    [sink] = cluster["healthChecks"][0]["eventLogger"]
+    assert sink["typedConfig"]["eventLogPath"] == "/var/log/envoy/hc.log"
+
+
+def test_the_miss_path_cluster_prefers_ipv4() -> None:
+    cluster = res.build_miss_path_cluster("localhost", 18000).to_dict()
+    assert cluster["dnsLookupFamily"] == "V4_PREFERRED"
