@@ -26,7 +26,14 @@ from controlplane.xds.naming import (
     ROUTE_CONFIG_NAME,
     cluster_name,
 )
-from controlplane.xds.render import Fragment, Rendered, digest, render, render_composite
+from controlplane.xds.render import (
+    Fragment,
+    Rendered,
+    digest,
+    render,
+    render_composite,
+    render_with_json,
+)
 from controlplane.xds.sticky_host import StickyHost
 
 log = logging.getLogger(__name__)
@@ -285,7 +292,8 @@ class SnapshotCache:
         if parts.endpoints is None or parts.endpoints_input != fingerprint:
             key = parts.state.service.key
             assignment = res.build_load_assignment(key, pods, weights)
-            parts.endpoints = render(res.ENDPOINT, cluster_name(key), assignment)
+            as_json = res.load_assignment_json(key, pods, weights)
+            parts.endpoints = render_with_json(res.ENDPOINT, cluster_name(key), assignment, as_json)
             parts.endpoints_input = fingerprint
         return parts.endpoints
 

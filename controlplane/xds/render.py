@@ -72,6 +72,13 @@ def render(type_url: str, name: str, message: betterproto2.Message) -> Rendered:
     return Rendered(name, fragment.proto, lambda: _with_type(type_url, fragment.json))
 
 
+def render_with_json(
+    type_url: str, name: str, message: betterproto2.Message, as_json: dict[str, object]
+) -> Rendered:
+    """Like ``render``, with the message's JSON object given instead of derived from it."""
+    return Rendered(name, bytes(message), lambda: _with_type(type_url, _dumps(as_json)))
+
+
 def render_composite(
     type_url: str,
     name: str,

@@ -323,6 +323,31 @@ def build_load_assignment(
     )
 
 
+def load_assignment_json(
+    key: ServiceKey, pods: Sequence[Pod], weights: Mapping[int, int]
+) -> dict[str, object]:
+    """``build_load_assignment``'s message as protobuf JSON, built directly.
+
+    Endpoints change with every weight and health change, and betterproto2's ``to_dict``
+    costs milliseconds per call; the tests hold the two forms equal.
+    """
+    endpoints = [
+        {
+            "endpoint": {
+                "address": {"socketAddress": {"address": pod.host, "portValue": pod.port}},
+                "hostname": f"pod-{pod.index}",
+            },
+            "healthStatus": health_status(pod.state).name,
+            "loadBalancingWeight": weights[pod.index],
+        }
+        for pod in sorted(pods, key=lambda p: p.index)
+    ]
+    assignment: dict[str, object] = {"clusterName": cluster_name(key)}
+    if endpoints:
+        assignment["endpoints"] = [{"lbEndpoints": endpoints}]
+    return assignment
+
+
 def build_virtual_host(
     service: Service, pods: Sequence[Pod], routes: Mapping[str, int]
 ) -> VirtualHost:

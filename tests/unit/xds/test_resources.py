@@ -139,3 +139,15 @@ def test_envoy_health_check_events_go_to_the_file_the_control_plane_follows() ->
 def test_the_miss_path_cluster_prefers_ipv4() -> None:
     cluster = res.build_miss_path_cluster("localhost", 18000).to_dict()
     assert cluster["dnsLookupFamily"] == "V4_PREFERRED"
+
+
+@pytest.mark.parametrize("states", [[], [PodState.HEALTHY], list(PodState)])
+def test_load_assignment_json_equals_the_messages_own(states: list[PodState]) -> None:
+    state = service_state("games", "lobby", [9000 + i for i in range(len(states))])
+    pods = [
+        p.model_copy(update={"health": PodHealth(state=s)})
+        for p, s in zip(state.pods, states, strict=True)
+    ]
+    weights = {p.index: 7 * (p.index + 1) for p in pods}
+    message = res.build_load_assignment(state.service.key, pods, weights)
+    assert res.load_assignment_json(state.service.key, pods, weights) == message.to_dict()
