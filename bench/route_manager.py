@@ -13,28 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 
+from bench._common import Figure, Scenario, rate
 from controlplane.domain import Pod, RouteRequest, Service, ServiceSettings, Strategy
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.store import Store, connect
 
 NS, SVC = "bench", "game"
-
-
-async def rate(count: int, concurrency: int, one: Callable[[int], Awaitable[object]]) -> float:
-    """Calls per second of ``one(i)`` for i in range(count), ``concurrency`` in flight."""
-    next_index = iter(range(count))
-
-    async def worker() -> None:
-        for i in next_index:
-            await one(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - started)
 
 
 async def run(users: int, concurrency: int) -> dict[str, float]:
@@ -72,6 +59,36 @@ async def run(users: int, concurrency: int) -> dict[str, float]:
     results["binds_ratio"] = results["binds_per_s"] / results["naive_binds_per_s"]
     results["lookups_ratio"] = results["bound_lookups_per_s"] / results["naive_lookups_per_s"]
     return results
+
+
+async def scenario(users: int, concurrency: int) -> Scenario:
+    """The figures above as a Scenario for ``python -m bench``."""
+    results = await run(users, concurrency)
+    scenario = Scenario(
+        "redis",
+        "Redis: route_request (lookups and binds) from one process",
+        f"python -m bench.route_manager --users {users} --concurrency {concurrency}",
+        params={"users": users, "concurrency": concurrency, "pods": 8},
+    )
+    scenario.add(
+        Figure(
+            "route_request, bound users",
+            results["bound_lookups_per_s"],
+            "lookups/s",
+            "HGET one at a time",
+            results["naive_lookups_per_s"],
+        )
+    )
+    scenario.add(
+        Figure(
+            "route_request, new users (bind)",
+            results["binds_per_s"],
+            "binds/s",
+            "HSETNX + SADD one at a time",
+            results["naive_binds_per_s"],
+        )
+    )
+    return scenario
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bench._common import Figure, Scenario
 from controlplane.domain import ServiceKey
 from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
 from controlplane.runtime.ports import free_port
@@ -91,21 +92,48 @@ def report(label: str, values: list[float]) -> None:
     )
 
 
-async def main() -> None:
+async def run(services: int, pods: int, rounds: int) -> Scenario:
+    args = argparse.Namespace(services=services, pods=pods, rounds=rounds)
+    scenario = Scenario(
+        "xds_convergence",
+        f"xDS convergence: {services} services x {pods} pods, state change -> visible in Envoy",
+        f"python -m bench.xds_convergence --services {services} --pods {pods} --rounds {rounds}",
+        params={"services": services, "pods": pods, "rounds": rounds},
+    )
+    print(f"convergence, {args.services} services x {args.pods} pods")
+    baseline = await measure("rest", args, baseline=True)
+    report("baseline: REST poll 1 s", baseline)
+    scenario.series["baseline_rest_poll_1s"] = baseline
+    for transport in ("rest", "ads", "delta"):
+        values = await measure(transport, args)
+        report(f"{transport}", values)
+        scenario.series[transport] = values
+        label = TRANSPORTS[transport]
+        for stat, pick in (("median", statistics.median), ("max", max)):
+            scenario.add(
+                Figure(
+                    f"{label}, {stat}",
+                    pick(values),
+                    "ms",
+                    "REST polling every 1 s (no long-poll)",
+                    pick(baseline),
+                    higher_is_better=False,
+                )
+            )
+    return scenario
+
+
+TRANSPORTS = {"rest": "REST long-poll", "ads": "ADS (SotW)", "delta": "delta ADS"}
+
+
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--pods", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
-    print(f"convergence, {args.services} services x {args.pods} pods")
-    baseline = await measure("rest", args, baseline=True)
-    report("baseline: REST poll 1 s", baseline)
-    for transport in ("rest", "ads", "delta"):
-        values = await measure(transport, args)
-        report(f"{transport}", values)
-        speedup = statistics.median(baseline) / statistics.median(values)
-        print(f"{'':28} median {speedup:.0f}x faster than the baseline")
+    asyncio.run(run(args.services, args.pods, args.rounds))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

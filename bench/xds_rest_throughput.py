@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bench._common import Figure, Scenario
 from controlplane.domain import ServiceState
 from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
 from controlplane.runtime.ports import free_port
@@ -129,7 +130,9 @@ def baseline_renders_per_second() -> float:
     return 1 / (time.perf_counter() - started)
 
 
-async def run_cases(port: int, node: dict[str, Any], args: argparse.Namespace) -> None:
+async def run_cases(
+    port: int, node: dict[str, Any], args: argparse.Namespace, scenario: Scenario
+) -> None:
     small_node = {"id": "bench", "cluster": "default"}
     current = json.loads(await _post(port, json.dumps({"node": small_node}).encode()))
     print(f"REST throughput: server on 1 core, {SERVICES} clusters, {args.connections} connections")
@@ -146,6 +149,16 @@ async def run_cases(port: int, node: dict[str, Any], args: argparse.Namespace) -
                 f"{label:<26} {node_label:<10} {size:>6} B  {rate:8.0f} responses/s  "
                 f"status {sorted(statuses)}  ({rate / baseline:,.0f}x baseline)"
             )
+            scenario.add(
+                Figure(
+                    f"{label}, {node_label} ({size:,} B request)",
+                    rate,
+                    "responses/s",
+                    "serializing the 200 clusters per request",
+                    baseline,
+                    note=f"HTTP status {sorted(statuses)}",
+                )
+            )
 
 
 def wait_for_port(port_file: Path, server: subprocess.Popen[bytes]) -> int:
@@ -154,6 +167,29 @@ def wait_for_port(port_file: Path, server: subprocess.Popen[bytes]) -> int:
             raise RuntimeError("the benchmark server exited")
         time.sleep(0.05)
     return int(port_file.read_text())
+
+
+def run(seconds: float, connections: int) -> Scenario:
+    """Blocking (it runs its own event loops): call it from a thread inside another loop."""
+    args = argparse.Namespace(seconds=seconds, connections=connections)
+    scenario = Scenario(
+        "discovery_rate",
+        f"REST discovery serving rate: server on 1 core, {SERVICES} clusters",
+        f"python -m bench.xds_rest_throughput --seconds {seconds:g} --connections {connections}",
+        params={"seconds": seconds, "connections": connections, "clusters": SERVICES},
+    )
+    node = asyncio.run(capture_envoy_node())
+    os.sched_setaffinity(0, {1})  # this thread: the load generator, off the server's CPU
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        command = [sys.executable, "-m", "bench.xds_rest_throughput", "--serve", str(port_file)]
+        server = subprocess.Popen(command)
+        try:
+            asyncio.run(run_cases(wait_for_port(port_file, server), node, args, scenario))
+        finally:
+            server.terminate()
+            server.wait()
+    return scenario
 
 
 def main() -> None:
@@ -165,17 +201,7 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(Path(args.serve)))
         return
-    node = asyncio.run(capture_envoy_node())
-    os.sched_setaffinity(0, {1})
-    with tempfile.TemporaryDirectory() as tmp:
-        port_file = Path(tmp) / "port"
-        command = [sys.executable, "-m", "bench.xds_rest_throughput", "--serve", str(port_file)]
-        server = subprocess.Popen(command)
-        try:
-            asyncio.run(run_cases(wait_for_port(port_file, server), node, args))
-        finally:
-            server.terminate()
-            server.wait()
+    run(args.seconds, args.connections)
 
 
 async def _post(port: int, body: bytes) -> bytes:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +75,11 @@ class EnvoyProcess:
         binary: str | None = None,
         start_timeout_s: float = 15.0,
         stop_timeout_s: float = 5.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.config = config
+        # More command-line flags, e.g. ("--concurrency", "1") for a benchmark.
+        self.extra_args = tuple(extra_args)
         self.log_level = log_level
         self.binary = binary or find_envoy_binary()
         self.start_timeout_s = start_timeout_s
@@ -126,6 +129,7 @@ class EnvoyProcess:
                 "--admin-address-path", str(self._address_path),
                 "--log-path", str(self.log_path),
                 "-l", self.log_level,
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

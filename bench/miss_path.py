@@ -1,0 +1,187 @@
+"""Miss path: placing a new user (Envoy's ext_authz check to the control plane).
+
+A whole local stack (Redis, the control plane as a subprocess, demo pods, Envoy). Three views:
+
+- the check endpoint called directly, one new user at a time: latency seen by the caller, and
+  the control plane's own handling time from its ``stateful_route_route_seconds`` histogram.
+  Baseline in the same run: ``/healthz`` of the same control plane (HTTP + one Redis PING);
+- the check endpoint with many new users in flight: placements per second. Baseline: the
+  same number of ``/healthz`` calls in flight;
+- through Envoy: a new user's first request vs a bound user's request (same pods).
+
+    python -m bench.miss_path [--users 2000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import aiohttp
+
+from bench._common import Figure, Scenario, percentile, rate
+from controlplane.runtime.stack import (
+    NAMESPACE,
+    SERVICE,
+    UID_HEADER,
+    LocalStack,
+    StackConfig,
+    Transport,
+)
+from controlplane.xds.naming import MISS_PATH_PREFIX, SERVICE_HEADER
+
+TARGET_P99_MS = 5.0  # issue #4: p99 <= 5 ms at the control plane
+HISTOGRAM = "stateful_route_route_seconds"
+
+
+async def histogram(session: aiohttp.ClientSession, stack: LocalStack) -> dict[float, float]:
+    """The route-latency histogram's cumulative counts by upper bound (seconds)."""
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    async with session.get(stack.admin_url + "/metrics", headers=headers) as response:
+        text = await response.text()
+    counts: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(f"{HISTOGRAM}_bucket{{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            counts[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def bucket_percentile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The q-th percentile (ms) of the observations between two scrapes, as a bucket's bound.
+
+    An upper bound: the true value lies in that bucket, at or below its bound.
+    """
+    deltas = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = deltas[-1][1]
+    for bound, count in deltas:
+        if count >= q / 100 * total:
+            return bound * 1000
+    return float("inf")
+
+
+async def timed_calls(
+    session: aiohttp.ClientSession, url: str, headers: list[dict[str, str]]
+) -> list[float]:
+    """Latency (ms) of GET ``url`` with each of ``headers``, one after the other."""
+    took = []
+    for h in headers:
+        started = time.perf_counter()
+        async with session.get(url, headers=h) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{url} answered {response.status}")
+        took.append((time.perf_counter() - started) * 1000)
+    return took
+
+
+async def run(users: int, concurrency: int, transport: Transport = "rest") -> Scenario:
+    scenario = Scenario(
+        "miss_path",
+        "Miss path: placing a new user",
+        f"python -m bench.miss_path --users {users} --concurrency {concurrency} "
+        f"--transport {transport}",
+        params={"users": users, "concurrency": concurrency, "pods": 4, "transport": transport},
+    )
+    stack = await LocalStack(StackConfig(pods=4, transport=transport)).start()
+    check = f"http://127.0.0.1:{stack.xds_rest_port}{MISS_PATH_PREFIX}/"
+    healthz = stack.admin_url + "/healthz"
+
+    def new_user(prefix: str, i: int) -> dict[str, str]:
+        return {SERVICE_HEADER: f"{NAMESPACE}/{SERVICE}", UID_HEADER: f"{prefix}-{i:07d}"}
+
+    try:
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            # Warm up both paths (connections, the manager's caches).
+            await timed_calls(session, check, [new_user("warm", i) for i in range(50)])
+            await timed_calls(session, healthz, [{}] * 50)
+
+            before = await histogram(session, stack)
+            ours = await timed_calls(session, check, [new_user("seq", i) for i in range(users)])
+            after = await histogram(session, stack)
+            floor = await timed_calls(session, healthz, [{}] * users)
+            for q in (50, 99):
+                scenario.add(
+                    Figure(
+                        f"control plane handling p{q} (histogram bucket bound)",
+                        bucket_percentile(before, after, q),
+                        "ms",
+                        higher_is_better=False,
+                        target=TARGET_P99_MS if q == 99 else None,
+                        note="stateful_route_route_seconds; one new user at a time",
+                    )
+                )
+            for q in (50, 99):
+                scenario.add(
+                    Figure(
+                        f"check endpoint latency p{q}, caller's view",
+                        percentile(ours, q),
+                        "ms",
+                        "/healthz of the same control plane",
+                        percentile(floor, q),
+                        higher_is_better=False,
+                    )
+                )
+            scenario.series["check_latency_ms"] = sorted(ours)[:: max(1, len(ours) // 200)]
+
+            async def place(i: int) -> None:
+                async with session.get(check, headers=new_user("par", i)) as response:
+                    await response.read()
+
+            async def ping(_: int) -> None:
+                async with session.get(healthz) as response:
+                    await response.read()
+
+            placed = await rate(users, concurrency, place)
+            pinged = await rate(users, concurrency, ping)
+            scenario.add(
+                Figure(
+                    f"new-user placements, {concurrency} in flight",
+                    placed,
+                    "users/s",
+                    f"/healthz, {concurrency} in flight",
+                    pinged,
+                )
+            )
+
+            first, again = await through_envoy(session, stack, min(users, 500))
+            for q in (50, 99):
+                scenario.add(
+                    Figure(
+                        f"through Envoy, a new user's first request p{q}",
+                        percentile(first, q),
+                        "ms",
+                        "a bound user's request, same Envoy and pods",
+                        percentile(again, q),
+                        higher_is_better=False,
+                    )
+                )
+    finally:
+        await stack.stop()
+    return scenario
+
+
+async def through_envoy(
+    session: aiohttp.ClientSession, stack: LocalStack, users: int
+) -> tuple[list[float], list[float]]:
+    """First requests of new users, then one more request of each (bound by then)."""
+    uids = [{UID_HEADER: f"envoy-{i:06d}"} for i in range(users)]
+    first = await timed_calls(session, stack.proxy_url + "/", uids)
+    await asyncio.sleep(0.5)  # let the route push reach Envoy
+    again = await timed_calls(session, stack.proxy_url + "/", uids)
+    return first, again
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--transport", choices=("rest", "ads", "delta"), default="rest")
+    args = parser.parse_args()
+    asyncio.run(run(args.users, args.concurrency, args.transport))
+
+
+if __name__ == "__main__":
+    main()
