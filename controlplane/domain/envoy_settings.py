@@ -10,19 +10,24 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Envoy keeps these in uint32 fields; durations far beyond any sane value are refused too, so
+# no setting can make a resource Envoy (or its Duration type) cannot hold.
+UINT32 = 2**32 - 1
+DAY_S = 86_400.0
+
 
 class OutlierDetectionSettings(BaseModel):
     """Passive ejection of pods that answer with errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    consecutive_5xx: int = Field(default=5, ge=1)
-    consecutive_gateway_failure: int = Field(default=5, ge=1)
+    consecutive_5xx: int = Field(default=5, ge=1, le=UINT32)
+    consecutive_gateway_failure: int = Field(default=5, ge=1, le=UINT32)
     # Connection failures (refused, reset before a response) are counted on their own: a
     # pod that refuses connections is gone, so a couple eject it before a retry goes there.
-    consecutive_local_origin_failure: int = Field(default=2, ge=1)
-    interval_s: float = Field(default=10.0, gt=0)
-    base_ejection_time_s: float = Field(default=30.0, gt=0)
+    consecutive_local_origin_failure: int = Field(default=2, ge=1, le=UINT32)
+    interval_s: float = Field(default=10.0, gt=0, le=DAY_S)
+    base_ejection_time_s: float = Field(default=30.0, gt=0, le=DAY_S)
     max_ejection_percent: int = Field(default=50, ge=0, le=100)
 
 
@@ -32,10 +37,10 @@ class ActiveHealthCheckSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(default="/health", pattern=r"^/[\x21-\x7e]*$")
-    interval_s: float = Field(default=5.0, gt=0)
-    timeout_s: float = Field(default=1.0, gt=0)
-    healthy_threshold: int = Field(default=2, ge=1)
-    unhealthy_threshold: int = Field(default=3, ge=1)
+    interval_s: float = Field(default=5.0, gt=0, le=DAY_S)
+    timeout_s: float = Field(default=1.0, gt=0, le=DAY_S)
+    healthy_threshold: int = Field(default=2, ge=1, le=UINT32)
+    unhealthy_threshold: int = Field(default=3, ge=1, le=UINT32)
 
 
 class CircuitBreakerSettings(BaseModel):
@@ -43,11 +48,11 @@ class CircuitBreakerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_connections: int = Field(default=1024, ge=1)
-    max_pending_requests: int = Field(default=1024, ge=1)
-    max_requests: int = Field(default=1024, ge=1)
+    max_connections: int = Field(default=1024, ge=1, le=UINT32)
+    max_pending_requests: int = Field(default=1024, ge=1, le=UINT32)
+    max_requests: int = Field(default=1024, ge=1, le=UINT32)
     # Envoy's own default (3) fails all but three of the retries a dead pod causes at once.
-    max_retries: int = Field(default=1024, ge=0)
+    max_retries: int = Field(default=1024, ge=0, le=UINT32)
 
 
 class RetrySettings(BaseModel):
@@ -63,7 +68,7 @@ class RetrySettings(BaseModel):
     # A user's session pins the first tries to its pod, whatever the retry predicate says; one
     # more try than ``consecutive_local_origin_failure`` reaches another pod once it is ejected.
     num_retries: int = Field(default=3, ge=0, le=10)
-    per_try_timeout_s: float | None = Field(default=None, gt=0)
+    per_try_timeout_s: float | None = Field(default=None, gt=0, le=DAY_S)
 
 
 class EnvoyClusterSettings(BaseModel):
@@ -71,9 +76,9 @@ class EnvoyClusterSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connect_timeout_s: float = Field(default=1.0, gt=0)
+    connect_timeout_s: float = Field(default=1.0, gt=0, le=DAY_S)
     # Whole-request timeout on the service's routes; 0 disables it.
-    route_timeout_s: float = Field(default=15.0, ge=0)
+    route_timeout_s: float = Field(default=15.0, ge=0, le=DAY_S)
     outlier_detection: OutlierDetectionSettings | None = OutlierDetectionSettings()
     active_health_check: ActiveHealthCheckSettings | None = None
     circuit_breakers: CircuitBreakerSettings = CircuitBreakerSettings()

@@ -40,11 +40,12 @@ class HealthCheckSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = "/health"
-    interval_s: float = Field(default=30.0, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
-    healthy_threshold: int = Field(default=2, ge=1)
-    unhealthy_threshold: int = Field(default=3, ge=1)
+    # A path only: the probe must not be steerable to another host or carry extra headers.
+    path: str = Field(default="/health", pattern=r"^/[\x21-\x7e]*$", max_length=1024)
+    interval_s: float = Field(default=30.0, gt=0, le=86_400)
+    timeout_s: float = Field(default=5.0, gt=0, le=3_600)
+    healthy_threshold: int = Field(default=2, ge=1, le=1_000)
+    unhealthy_threshold: int = Field(default=3, ge=1, le=1_000)
 
 
 class ServiceSettings(BaseModel):
@@ -53,7 +54,7 @@ class ServiceSettings(BaseModel):
     strategy: Strategy = Strategy.BOUNDED_HASH
     uid_header: str = Field(default="x-uid", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
     # A binding unused this long is forgotten (the user is placed afresh next time).
-    binding_idle_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    binding_idle_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0, le=10 * 365 * 86_400)
     # Bounded-load hashing: no pod takes more than this factor times its fair share.
     hash_balance_factor: float = Field(default=1.25, gt=1.0, le=4.0)
     health_check: HealthCheckSettings = HealthCheckSettings()

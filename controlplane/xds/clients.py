@@ -126,7 +126,7 @@ class ConnectedEnvoys:
             now,
         )
         log.warning(
-            "xds nack node=%s group=%s transport=%s type=%s version=%s message=%r",
+            "xds nack node=%r group=%r transport=%s type=%s version=%r message=%r",
             client.node_id,
             client.node_group,
             client.transport,
