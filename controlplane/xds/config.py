@@ -43,6 +43,9 @@ class XdsSettings(BaseModel):
 
     # Changes arriving within this window become one snapshot.
     debounce_s: float = Field(default=0.005, ge=0, le=1.0)
+    # Snapshots follow each other at least this far apart (a lone change still waits only
+    # debounce_s): how Envoy's pushes are batched while users stream in.
+    min_rebuild_interval_s: float = Field(default=0.05, ge=0, le=1.0)
 
     # REST: Envoy's bootstrap names the control plane's cluster and sets these timings; the EDS
     # and RDS config sources we hand out must repeat them.

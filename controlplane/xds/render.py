@@ -22,21 +22,35 @@ def digest(data: bytes) -> str:
 
 
 class Fragment:
-    """One message serialized: protobuf bytes now, its JSON object the first time asked."""
+    """One message serialized: protobuf bytes now, its JSON object the first time asked.
 
-    __slots__ = ("_json", "_make_json", "proto")
+    ``version`` names the content: a digest of the bytes unless the maker of an assembled
+    fragment knows a cheaper one (hashing megabytes on every change costs more than the rest).
+    """
+
+    __slots__ = ("_json", "_make_json", "_version", "proto")
 
     def __init__(self, message: betterproto2.Message) -> None:
         self.proto = bytes(message)
         self._make_json: Callable[[], str] | None = lambda: _dumps(message.to_dict())
         self._json = ""
+        self._version = ""
 
     @classmethod
-    def assembled(cls, proto: bytes, make_json: Callable[[], str]) -> Fragment:
+    def assembled(
+        cls, proto: bytes, make_json: Callable[[], str], version: str = ""
+    ) -> Fragment:
         """A message put together from already serialized parts."""
         fragment = cls.__new__(cls)
         fragment.proto, fragment._make_json, fragment._json = proto, make_json, ""
+        fragment._version = version
         return fragment
+
+    @property
+    def version(self) -> str:
+        if not self._version:
+            self._version = digest(self.proto)
+        return self._version
 
     @property
     def json(self) -> str:
@@ -51,10 +65,12 @@ class Rendered:
 
     __slots__ = ("_json", "_make_json", "name", "proto", "version")
 
-    def __init__(self, name: str, proto: bytes, make_json: Callable[[], str]) -> None:
+    def __init__(
+        self, name: str, proto: bytes, make_json: Callable[[], str], version: str = ""
+    ) -> None:
         self.name = name
         self.proto = proto
-        self.version = digest(proto)
+        self.version = version or digest(proto)
         self._make_json: Callable[[], str] | None = make_json
         self._json = ""
 
@@ -92,14 +108,18 @@ def render_composite(
     Lets a RouteConfiguration be re-assembled from cached virtual hosts when one changes,
     instead of serializing every virtual host again.
     """
-    proto = head.proto + b"".join(wire.field(field, p.proto) for p in parts)
+    pieces = [head.proto]
+    for part in parts:
+        pieces += (wire.field_header(field, len(part.proto)), part.proto)
+    proto = b"".join(pieces)  # one copy of what may be megabytes, not one per part
 
     def make_json() -> str:
         items = ",".join(p.json for p in parts)
         head_json = _with_type(type_url, head.json)
         return f"{head_json[:-1]},{_dumps(json_key)}:[{items}]}}"
 
-    return Rendered(name, proto, make_json)
+    version = digest("\n".join([head.version, *(p.version for p in parts)]).encode())
+    return Rendered(name, proto, make_json, version)
 
 
 def _with_type(type_url: str, obj_json: str) -> str:

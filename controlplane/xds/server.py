@@ -43,6 +43,7 @@ class XdsServer:
         self._pending: set[ServiceKey] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._last_build = 0.0
 
     async def start(self) -> None:
         # Listen first: a change racing the full build is then fetched again, never lost.
@@ -75,8 +76,14 @@ class XdsServer:
     async def _apply_changes(self) -> None:
         while True:
             await self._wake.wait()
-            # Changes arriving within the debounce window become one snapshot.
-            await asyncio.sleep(self.settings.debounce_s)
+            # Changes arriving within the debounce window become one snapshot; under a stream
+            # of changes (new users on the miss path) snapshots come at most every
+            # min_rebuild_interval_s, so rebuilds never crowd out the requests they serve.
+            loop = asyncio.get_running_loop()
+            since_last = loop.time() - self._last_build
+            await asyncio.sleep(
+                max(self.settings.debounce_s, self.settings.min_rebuild_interval_s - since_last)
+            )
             self._wake.clear()
             keys, self._pending = sorted(self._pending), set()
             try:
@@ -89,6 +96,7 @@ class XdsServer:
                 self._wake.set()
                 await asyncio.sleep(_RETRY_S)
                 continue
+            self._last_build = loop.time()
             try:
                 self.cache.update(dict(zip(keys, states, strict=True)))
             except (StatefulRouteError, ValidationError, ValueError) as exc:

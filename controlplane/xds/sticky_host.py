@@ -2,34 +2,30 @@
 
 Every user bound to one pod gets the same route, so the route is serialized once per pod and
 a user's map entry is just its uid next to those bytes. One changed user thus costs one entry,
-not a re-serialization of the whole map (milliseconds per message in betterproto2). The bytes
-equal ``resources.build_virtual_host``'s; the tests hold the two together.
+not a re-serialization of the whole map (milliseconds per message in betterproto2): the rest
+is one pass over the routes, one join of cached bytes, and a version kept as a running sum of
+the entries' hashes. The bytes equal ``resources.build_virtual_host``'s; the tests hold the
+two together.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from hashlib import blake2b
 
 from controlplane.domain import Pod, Service
 from controlplane.xds import resources as res
-from controlplane.xds.render import Fragment
-from controlplane.xds.wire import field
+from controlplane.xds.render import Fragment, digest
+from controlplane.xds.wire import field, field_header
 
 # Field numbers: VirtualHost.matcher; Matcher.matcher_tree/on_no_match; MatcherTree.input/
 # exact_match_map; MatchMap.map (an entry: key 1, value 2).
-_VHOST_MATCHER, _TREE, _ON_NO_MATCH, _INPUT, _EXACT_MAP, _MAP, _KEY, _VALUE = (
-    21,
-    2,
-    3,
-    1,
-    2,
-    1,
-    1,
-    2,
-)
+_VHOST_MATCHER, _TREE, _ON_NO_MATCH = 21, 2, 3
+_INPUT, _EXACT_MAP, _MAP, _KEY, _VALUE = 1, 2, 1, 1, 2
 
 _PodKey = tuple[int, str]  # (index, address): a moved pod needs its routes rendered again
+_HASH_SPACE = 1 << 64
 
 
 class StickyHost:
@@ -41,8 +37,11 @@ class StickyHost:
         self._input = Fragment(res.uid_input(service))
         self._fallback = Fragment(res.fallback_on_match(service))
         self._routes: dict[_PodKey, Fragment] = {}
-        # uid -> (pod key, the map entry as MatchMap field bytes)
-        self._entries: dict[str, tuple[_PodKey, bytes]] = {}
+        self._keys: dict[str, _PodKey] = {}  # uid -> the pod its entry routes to
+        self._entries: dict[str, bytes] = {}  # uid -> its map entry, as MatchMap field bytes
+        self._hashes: dict[str, int] = {}
+        self._map_length = 0
+        self._hash_sum = 0  # order-free: the same users and pods give the same version
 
     def render(self, pods: Sequence[Pod], routes: Mapping[str, int]) -> Fragment:
         keys = {pod.index: (pod.index, pod.address) for pod in pods}
@@ -51,39 +50,57 @@ class StickyHost:
             key: self._routes.get(key) or Fragment(res.sticky_on_match(self.service, by_key[key]))
             for key in by_key
         }
-        entries = self._entries
-        for uid in entries.keys() - routes.keys():
-            del entries[uid]
+        for uid in self._keys.keys() - routes.keys():
+            self._drop(uid)
         for uid, index in routes.items():
             key = keys.get(index)
             if key is None:  # a route to a pod that is gone: the miss path will place the user
-                entries.pop(uid, None)
-                continue
-            cached = entries.get(uid)
-            if cached is None or cached[0] != key:
-                entry = field(_KEY, uid.encode()) + field(_VALUE, self._routes[key].proto)
-                entries[uid] = (key, field(_MAP, entry))
-        return self._assemble(dict(entries), dict(self._routes))
+                if uid in self._keys:
+                    self._drop(uid)
+            elif self._keys.get(uid) != key:
+                self._put(uid, key)
+        return self._assemble()
 
-    def _assemble(
-        self, entries: dict[str, tuple[_PodKey, bytes]], routes: dict[_PodKey, Fragment]
-    ) -> Fragment:
-        matcher = field(_ON_NO_MATCH, self._fallback.proto)
-        if entries:  # Envoy rejects an empty map
-            exact = b"".join(entry for _, entry in entries.values())
-            tree = field(_INPUT, self._input.proto) + field(_EXACT_MAP, exact)
-            matcher = field(_TREE, tree) + matcher
-        proto = self._head.proto + field(_VHOST_MATCHER, matcher)
+    def _put(self, uid: str, key: _PodKey) -> None:
+        """Add or replace a user's entry (a replaced one keeps its place in the map)."""
+        entry = field(_MAP, field(_KEY, uid.encode()) + field(_VALUE, self._routes[key].proto))
+        hashed = int.from_bytes(blake2b(entry, digest_size=8).digest(), "big")
+        old_entry, old_hash = self._entries.get(uid, b""), self._hashes.get(uid, 0)
+        self._keys[uid], self._entries[uid], self._hashes[uid] = key, entry, hashed
+        self._map_length += len(entry) - len(old_entry)
+        self._hash_sum = (self._hash_sum + hashed - old_hash) % _HASH_SPACE
+
+    def _drop(self, uid: str) -> None:
+        del self._keys[uid]
+        self._map_length -= len(self._entries.pop(uid))
+        self._hash_sum = (self._hash_sum - self._hashes.pop(uid)) % _HASH_SPACE
+
+    def _assemble(self) -> Fragment:
+        fallback = field(_ON_NO_MATCH, self._fallback.proto)
+        pieces: list[bytes] = []
+        if self._entries:  # Envoy rejects an empty map
+            input_field = field(_INPUT, self._input.proto)
+            map_header = field_header(_EXACT_MAP, self._map_length)
+            tree_length = len(input_field) + len(map_header) + self._map_length
+            pieces = [field_header(_TREE, tree_length), input_field, map_header]
+            pieces += self._entries.values()
+        matcher_length = sum(len(p) for p in pieces[:3]) + self._map_length * bool(pieces)
+        matcher_length += len(fallback)
+        proto = b"".join(
+            [self._head.proto, field_header(_VHOST_MATCHER, matcher_length), *pieces, fallback]
+        )
+        users = list(self._keys.items())
+        routes = dict(self._routes)
 
         def make_json() -> str:
-            fallback = f'"onNoMatch":{self._fallback.json}'
-            body = fallback
-            if entries:
-                items = ",".join(
-                    f"{json.dumps(uid)}:{routes[key].json}" for uid, (key, _) in entries.items()
-                )
+            fallback_json = f'"onNoMatch":{self._fallback.json}'
+            body = fallback_json
+            if users:
+                items = ",".join(f"{json.dumps(uid)}:{routes[key].json}" for uid, key in users)
                 tree = f'"input":{self._input.json},"exactMatchMap":{{"map":{{{items}}}}}'
-                body = f'"matcherTree":{{{tree}}},{fallback}'
+                body = f'"matcherTree":{{{tree}}},{fallback_json}'
             return f'{self._head.json[:-1]},"matcher":{{{body}}}}}'
 
-        return Fragment.assembled(proto, make_json)
+        parts = (self._head.version, self._input.version, self._fallback.version)
+        version = digest(f"{'|'.join(parts)}|{len(users)}|{self._hash_sum}".encode())
+        return Fragment.assembled(proto, make_json, version)

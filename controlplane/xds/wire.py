@@ -31,7 +31,12 @@ def varint(value: int) -> bytes:
 
 def field(number: int, data: bytes) -> bytes:
     """A length-delimited field (string, bytes or message)."""
-    return varint(number << 3 | _BYTES) + varint(len(data)) + data
+    return field_header(number, len(data)) + data
+
+
+def field_header(number: int, length: int) -> bytes:
+    """The tag and length that precede ``length`` bytes of a length-delimited field."""
+    return varint(number << 3 | _BYTES) + varint(length)
 
 
 def text(number: int, value: str) -> bytes:

@@ -187,3 +187,16 @@ def test_two_services_claiming_one_domain_make_no_snapshot() -> None:
             service_state("games", "lobby", [9000], domains=["*"]),
             service_state("games", "chat", [9001], domains=["*"]),
         ).snapshot(ADS)
+
+
+def test_the_route_version_names_the_routes_not_the_order_they_arrived_in() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    forward = {f"u{i}": i % 2 for i in range(50)}
+    backward = dict(reversed(list(forward.items())))
+    versions = []
+    for routes in (forward, backward):
+        cache = cache_with(ServiceState(lobby.service, lobby.pods, routes=routes))
+        versions.append(cache.snapshot(ADS).type(res.ROUTE).version)
+    assert versions[0] == versions[1]
+    moved = cache_with(ServiceState(lobby.service, lobby.pods, routes={**forward, "u0": 1}))
+    assert moved.snapshot(ADS).type(res.ROUTE).version != versions[0]
