@@ -76,6 +76,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
 )
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
     AuthorizationResponse,
+    CheckSettings,
     ExtAuthz,
     ExtAuthzPerRoute,
     HttpService,
@@ -356,7 +357,11 @@ def build_virtual_host(
     This builds the whole message; the cache assembles the same bytes from cached parts
     (``sticky_host``), which the tests check against this.
     """
-    host = build_host_head(service)
+    host, shared = build_host_head(service)
+    host.retry_policy, host.typed_per_filter_config = (
+        shared.retry_policy,
+        shared.typed_per_filter_config,
+    )
     addresses = {pod.index: pod for pod in pods}
     users = {uid: addresses[pod] for uid, pod in routes.items() if pod in addresses}
     tree = None
@@ -371,10 +376,20 @@ def build_virtual_host(
     return host
 
 
-def build_host_head(service: Service) -> VirtualHost:
-    """The virtual host without its matcher."""
+def build_host_head(service: Service) -> tuple[VirtualHost, VirtualHost]:
+    """The virtual host without its matcher, as the fields serialized before the matcher
+    (name, domains) and those after it (protobuf merges the two halves into one message).
+
+    What every route of the service shares (the retry policy; the miss path off) is said once
+    here: a user's map entry then carries only what differs, its pod (Envoy keeps one route
+    object per entry, so their size is Envoy's memory and cache footprint).
+    """
     domains = [*service_domains(service.key), *service.settings.domains]
-    return VirtualHost(name=cluster_name(service.key), domains=domains)
+    shared = VirtualHost(
+        retry_policy=_retry_policy(service),
+        typed_per_filter_config={EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(disabled=True))},
+    )
+    return VirtualHost(name=cluster_name(service.key), domains=domains), shared
 
 
 def uid_input(service: Service) -> XdsTypedExtensionConfig:
@@ -388,19 +403,17 @@ def uid_input(service: Service) -> XdsTypedExtensionConfig:
 def sticky_on_match(service: Service, pod: Pod) -> MatcherOnMatch:
     """The route of a user bound to ``pod``: pin the session to it, skip the miss path."""
     session = base64.b64encode(pod.address.encode()).decode()
-    return _on_match(
-        service,
-        {
-            EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(disabled=True)),
-            HEADER_MUTATION_FILTER: _set_header(SESSION_HEADER, session),
-        },
-    )
+    return _on_match(service, {HEADER_MUTATION_FILTER: _set_header(SESSION_HEADER, session)})
 
 
 def fallback_on_match(service: Service) -> MatcherOnMatch:
-    """The route of anyone else: name the service so the miss path knows where to place it."""
+    """The route of anyone else: ask the miss path, naming the service so it can place them."""
     return _on_match(
-        service, {HEADER_MUTATION_FILTER: _set_header(SERVICE_HEADER, str(service.key))}
+        service,
+        {
+            EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(check_settings=CheckSettings())),
+            HEADER_MUTATION_FILTER: _set_header(SERVICE_HEADER, str(service.key)),
+        },
     )
 
 
@@ -433,7 +446,6 @@ def _set_header(name: str, value: str) -> Any:
 
 def _route_action(service: Service) -> RouteAction:
     settings = service.settings
-    retry = settings.envoy.retry
     hash_policy = []
     if lb_policy(settings.strategy) in _HASHED:
         hash_policy = [
@@ -445,19 +457,23 @@ def _route_action(service: Service) -> RouteAction:
         cluster=cluster_name(service.key),
         hash_policy=hash_policy,
         timeout=_seconds(settings.envoy.route_timeout_s),
-        retry_policy=RetryPolicy(
-            retry_on=retry.retry_on,
-            num_retries=retry.num_retries,
-            per_try_timeout=_seconds(retry.per_try_timeout_s) if retry.per_try_timeout_s else None,
-            # A retry goes to another pod: the session's pod may be the one that just died.
-            retry_host_predicate=[
-                RetryPolicyRetryHostPredicate(
-                    name="envoy.retry_host_predicates.previous_hosts",
-                    typed_config=Any.pack(PreviousHostsPredicate()),
-                )
-            ],
-            host_selection_retry_max_attempts=5,
-        ),
+    )
+
+
+def _retry_policy(service: Service) -> RetryPolicy:
+    retry = service.settings.envoy.retry
+    return RetryPolicy(
+        retry_on=retry.retry_on,
+        num_retries=retry.num_retries,
+        per_try_timeout=_seconds(retry.per_try_timeout_s) if retry.per_try_timeout_s else None,
+        # A retry goes to another pod: the session's pod may be the one that just died.
+        retry_host_predicate=[
+            RetryPolicyRetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=Any.pack(PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=5,
     )
 
 

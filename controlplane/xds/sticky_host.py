@@ -33,7 +33,8 @@ class StickyHost:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self._head = Fragment(res.build_host_head(service))
+        front, back = res.build_host_head(service)
+        self._head, self._shared = Fragment(front), Fragment(back)
         self._input = Fragment(res.uid_input(service))
         self._fallback = Fragment(res.fallback_on_match(service))
         self._routes: dict[_PodKey, Fragment] = {}
@@ -87,7 +88,13 @@ class StickyHost:
         matcher_length = sum(len(p) for p in pieces[:3]) + self._map_length * bool(pieces)
         matcher_length += len(fallback)
         proto = b"".join(
-            [self._head.proto, field_header(_VHOST_MATCHER, matcher_length), *pieces, fallback]
+            [
+                self._head.proto,
+                field_header(_VHOST_MATCHER, matcher_length),
+                *pieces,
+                fallback,
+                self._shared.proto,
+            ]
         )
         users = list(self._keys.items())
         routes = dict(self._routes)
@@ -99,8 +106,9 @@ class StickyHost:
                 items = ",".join(f"{json.dumps(uid)}:{routes[key].json}" for uid, key in users)
                 tree = f'"input":{self._input.json},"exactMatchMap":{{"map":{{{items}}}}}'
                 body = f'"matcherTree":{{{tree}}},{fallback_json}'
-            return f'{self._head.json[:-1]},"matcher":{{{body}}}}}'
+            return f'{self._head.json[:-1]},"matcher":{{{body}}},{self._shared.json[1:]}'
 
-        parts = (self._head.version, self._input.version, self._fallback.version)
+        parts = [self._head.version, self._shared.version, self._input.version]
+        parts.append(self._fallback.version)
         version = digest(f"{'|'.join(parts)}|{len(users)}|{self._hash_sum}".encode())
         return Fragment.assembled(proto, make_json, version)

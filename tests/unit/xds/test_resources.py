@@ -57,8 +57,9 @@ def test_least_request_services_carry_no_hash_policy() -> None:
     assert "hashPolicy" not in fallback_route(state)["route"]
 
 
-def test_retries_go_to_another_pod() -> None:
-    retry = fallback_route(service_state("games", "lobby", [9000]))["route"]["retryPolicy"]
+def test_retries_of_every_route_of_a_service_go_to_another_pod() -> None:
+    state = service_state("games", "lobby", [9000])
+    retry = res.build_virtual_host(state.service, state.pods, {}).to_dict()["retryPolicy"]
     assert retry["retryOn"] == "connect-failure,refused-stream"
     assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
 
@@ -88,7 +89,9 @@ def test_bound_users_are_pinned_to_their_pod_and_skip_the_miss_path() -> None:
     assert tree["input"]["typedConfig"]["headerName"] == "x-uid"
     route = tree["exactMatchMap"]["map"]["bob"]["action"]["typedConfig"]
     per_filter = route["typedPerFilterConfig"]
-    assert per_filter["envoy.filters.http.ext_authz"]["disabled"] is True
+    # The miss path is off for the whole virtual host; only the fallback route turns it on.
+    assert host["typedPerFilterConfig"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    assert set(per_filter) == {"envoy.filters.http.header_mutation"}
     [mutation] = per_filter["envoy.filters.http.header_mutation"]["mutations"]["requestMutations"]
     header = mutation["append"]["header"]
     assert header["key"] == SESSION_HEADER
@@ -98,7 +101,7 @@ def test_bound_users_are_pinned_to_their_pod_and_skip_the_miss_path() -> None:
 def test_everyone_else_names_the_service_for_the_miss_path() -> None:
     state = service_state("games", "lobby", [9000])
     route = fallback_route(state)
-    assert "envoy.filters.http.ext_authz" not in route["typedPerFilterConfig"]
+    assert route["typedPerFilterConfig"]["envoy.filters.http.ext_authz"]["checkSettings"] == {}
     mutations = route["typedPerFilterConfig"]["envoy.filters.http.header_mutation"]["mutations"]
     header = mutations["requestMutations"][0]["append"]["header"]
     assert (header["key"], header["value"]) == (SERVICE_HEADER, "games/lobby")
