@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    binding_memory,
     data_path,
     failover,
     miss_path,
+    redis_topologies,
     route_manager,
     scale,
     xds_convergence,
@@ -51,6 +53,7 @@ def plan(quick: bool) -> Plan:
             "failover": lambda: failover.run(200),
             "scale": lambda: scale.run(20_000, 500, 1000),
             "redis": lambda: route_manager.scenario(5000, 256),
+            "binding_memory": lambda: binding_memory.scenario(20_000),
         }
     return {
         "data_path": lambda: data_path.run([1000, 10_000, 100_000], 3, 32, 3),
@@ -60,6 +63,8 @@ def plan(quick: bool) -> Plan:
         "failover": lambda: failover.run(400),
         "scale": lambda: scale.run(100_000, 5000, 1000),
         "redis": lambda: route_manager.scenario(30_000, 256),
+        "binding_memory": lambda: binding_memory.scenario(100_000),
+        "redis_topologies": lambda: redis_topologies.scenario(2, 12, 30_000, 256, 1),
     }
 
 

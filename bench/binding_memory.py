@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 
+from bench._common import Figure, Scenario
 from controlplane.domain import ServiceKey
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.store import Store
@@ -43,6 +44,46 @@ async def measure(users: int) -> dict[str, float]:
         "reverse_sets_bytes": sum(usage[keys.pod_users(p)] for p in range(PODS)) / users,
         "bindings_per_gib": 2**30 / (total / users),
     }
+
+
+async def naive_bytes_per_user(users: int) -> float:
+    """The baseline: a forward hash uid -> pod alone (no reverse index, no last-seen)."""
+    with RedisServer() as server:
+        store = Store.from_url(server.url)
+        for start in range(0, users, BATCH):
+            chunk = {
+                f"user-{i:08d}": str(i % PODS) for i in range(start, min(users, start + BATCH))
+            }
+            await store.redis.hset("naive", mapping=chunk)
+        used = await store.redis.memory_usage("naive", samples=0) or 0
+        await store.close()
+    return used / users
+
+
+async def scenario(users: int) -> Scenario:
+    """Bytes per binding as a Scenario for ``python -m bench``."""
+    results = await measure(users)
+    naive = await naive_bytes_per_user(users)
+    scenario = Scenario(
+        "binding_memory",
+        "Redis memory per binding",
+        f"python -m bench.binding_memory --users {users}",
+        params={"users": users, "pods": PODS},
+    )
+    scenario.add(
+        Figure(
+            "bytes per binding (MEMORY USAGE of every key)",
+            results["memory_usage_bytes_per_binding"],
+            "bytes",
+            "a bare uid -> pod hash (no reverse index, no last-seen)",
+            naive,
+            higher_is_better=False,
+        )
+    )
+    scenario.add(
+        Figure("bindings per GiB", results["bindings_per_gib"], "bindings", note="before replicas")
+    )
+    return scenario
 
 
 def main() -> None:

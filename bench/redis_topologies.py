@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
 
+from bench._common import Figure, Scenario
 from controlplane.domain import Pod, RouteRequest, Service
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_cluster import RedisClusterNodes
@@ -90,6 +91,32 @@ def run(
     for phase in PHASES:
         results[f"{phase.removesuffix('_per_s')}_ratio"] = clustered[phase] / single[phase]
     return results
+
+
+async def scenario(
+    processes: int, services: int, users: int, concurrency: int, replicas: int
+) -> Scenario:
+    """Cluster vs single Redis as a Scenario for ``python -m bench``."""
+    results = await asyncio.to_thread(run, processes, services, users, concurrency, replicas)
+    scenario = Scenario(
+        "redis_topologies",
+        f"Redis Cluster (3 masters, {replicas} replica each) vs one Redis",
+        f"python -m bench.redis_topologies --processes {processes} --services {services} "
+        f"--users {users} --concurrency {concurrency} --replicas {replicas}",
+        params={"processes": processes, "services": services, "users": users},
+    )
+    for phase, unit in (("binds_per_s", "binds/s"), ("bound_lookups_per_s", "lookups/s")):
+        name = "new-user binds" if phase == "binds_per_s" else "bound lookups"
+        scenario.add(
+            Figure(
+                f"{name}, 3-master cluster",
+                results[f"cluster_{phase}"],
+                unit,
+                "one Redis, same client processes",
+                results[f"single_{phase}"],
+            )
+        )
+    return scenario
 
 
 def main() -> None:
