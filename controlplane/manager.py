@@ -506,7 +506,8 @@ class StatefulRouteManager:
         """
         moved = 0
         for key in await self.store.registry.service_keys():
-            view = await self._view(key, fresh=True)
+            # At most view_ttl_s old: a service with many replicas costs Redis one read a second.
+            view = await self._view(key)
             for index, pod in sorted(view.pods.items()):
                 if pod.state in FAILED and view.users.get(index, 0):
                     reason = pod.health.reason or pod.state.value
