@@ -201,6 +201,30 @@ def test_draining_a_pod_shows_in_status_and_the_api(demo: Demo) -> None:
     assert demo.ask("alice") == {"pod": pod, "uid": "alice", "count": 6}
 
 
+def test_migrate_recover_and_fail_through_the_cli(demo: Demo) -> None:
+    demo.ask("bob")
+    before = demo.api(f"{SERVICE_PATH}/users/bob")["pod"]
+    target = next(i for i in range(4) if i != before and demo.pod_state(i) == "healthy")
+    moved = stateful_route("migrate", "--admin", demo.admin, "--token", TOKEN, "bob", str(target))
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["pod"] == target
+    deadline = time.monotonic() + 2
+    while demo.ask("bob")["pod"] != target:  # one push away
+        assert time.monotonic() < deadline, "bob never reached its new pod"
+        time.sleep(0.05)
+
+    drained = next(i for i in range(4) if demo.pod_state(i) == "draining")
+    recovered = stateful_route("recover", "--admin", demo.admin, "--token", TOKEN, str(drained))
+    assert recovered.returncode == 0, recovered.stderr
+    assert demo.pod_state(drained) == "healthy"
+
+    failed = stateful_route("fail", "--admin", demo.admin, "--token", TOKEN, str(target))
+    assert failed.returncode == 0, failed.stderr
+    assert demo.pod_state(target) == "down"
+    assert demo.api(f"{SERVICE_PATH}/users/bob")["pod"] != target  # bob moved off it
+    assert "POD_FAILURE" in stateful_route("status", "--admin", demo.admin).stdout
+
+
 def test_the_compose_loadgen_finds_every_user_on_one_pod(demo: Demo) -> None:
     result = subprocess.run(
         [
