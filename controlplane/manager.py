@@ -139,7 +139,7 @@ class StatefulRouteManager:
         return service
 
     async def delete_service(self, namespace: str, service: str) -> None:
-        key = await self._known(namespace, service)
+        key = (await self._service_view(namespace, service)).service.key
         await self.store.registry.delete_service(key)
         self.sticky.drop_service(key)
         self._changed(key, forget_view=True)
@@ -158,7 +158,7 @@ class StatefulRouteManager:
 
     async def upsert_pod(self, namespace: str, service: str, pod: Pod) -> Pod:
         """Register a pod, or change its address and weight (its health is kept)."""
-        view = await self._view(await self._known(namespace, service))
+        view = await self._service_view(namespace, service)
         current = view.pods.get(pod.index)
         if current is not None:
             pod = pod.model_copy(update={"health": current.health, "load": current.load})
@@ -172,8 +172,8 @@ class StatefulRouteManager:
 
     async def remove_pod(self, namespace: str, service: str, index: int) -> FailoverEvent | None:
         """Remove a pod; its users are moved to the other pods first."""
-        key = await self._known(namespace, service)
-        view = await self._view(key)
+        view = await self._service_view(namespace, service)
+        key = view.service.key
         self._pod(view, index)
         event = None
         if view.users.get(index, 0):
@@ -183,7 +183,7 @@ class StatefulRouteManager:
         return event
 
     async def report_load(self, namespace: str, service: str, index: int, load: LoadReport) -> None:
-        view = await self._view(await self._known(namespace, service))
+        view = await self._service_view(namespace, service)
         self._pod(view, index)
         load = load.model_copy(update={"reported_at": load.reported_at or self._clock()})
         await self.store.registry.put_load(view.keys, index, load)
@@ -273,19 +273,19 @@ class StatefulRouteManager:
         self, namespace: str, service: str, strategy: Strategy | None = None, uid: str = ""
     ) -> int:
         """The pod the strategy would give a new user now (nothing is bound)."""
-        view = await self._view(await self._known(namespace, service))
+        view = await self._service_view(namespace, service)
         chosen = strategy or view.service.settings.strategy
         return view.balancer(chosen).pick(view.candidates(), uid)
 
     async def get_binding(self, namespace: str, service: str, uid: str) -> Binding:
-        view = await self._view(await self._known(namespace, service))
+        view = await self._service_view(namespace, service)
         binding = await self.store.bindings.get(view.keys, check_uid(uid))
         if binding is None:
             raise NotBound(f"user {uid!r} is not bound", uid=uid)
         return binding
 
     async def unbind_user(self, namespace: str, service: str, uid: str) -> Binding:
-        view = await self._view(await self._known(namespace, service))
+        view = await self._service_view(namespace, service)
         binding = await self.store.bindings.unbind(view.keys, check_uid(uid))
         if binding is None:
             raise NotBound(f"user {uid!r} is not bound", uid=uid)
@@ -298,7 +298,7 @@ class StatefulRouteManager:
     ) -> Binding:
         """Move one user to pod ``target`` (binding it if it was not bound)."""
         check_uid(uid)
-        view = await self._view(await self._known(namespace, service), fresh=True)
+        view = await self._service_view(namespace, service, fresh=True)
         pod = self._pod(view, target)
         if not pod.accepts_new_users:
             raise PodNotEligible(
@@ -341,8 +341,8 @@ class StatefulRouteManager:
         self, namespace: str, service: str, index: int, signal: HealthSignal, reason: str = ""
     ) -> Transition:
         """Apply a health signal; moves the pod's users when it fails, records what happened."""
-        key = await self._known(namespace, service)
-        view = await self._view(key)
+        view = await self._service_view(namespace, service)
+        key = view.service.key
         self._pod(view, index)
         now = self._clock()
         thresholds = view.thresholds
@@ -384,9 +384,9 @@ class StatefulRouteManager:
         interval) and this returns None.
         """
         transition = await self.signal_pod(namespace, service, index, HealthSignal.FAIL, reason)
-        view = await self._view(await self._known(namespace, service), fresh=True)
         if not self.is_leader():
             return None
+        view = await self._service_view(namespace, service, fresh=True)
         if transition.failed or not view.users.get(index, 0):
             return await self._latest_event(view, index) if transition.failed else None
         # Already failed before, but users remain (a move was interrupted): finish the job.
@@ -427,12 +427,12 @@ class StatefulRouteManager:
         """Make the pod eligible again; with ``rebalance``, move it its fair share of users."""
         transition = await self.signal_pod(namespace, service, index, HealthSignal.RECOVER, reason)
         if rebalance:
-            view = await self._view(await self._known(namespace, service), fresh=True)
+            view = await self._service_view(namespace, service, fresh=True)
             await self._rebalance_onto(view, index)
         return transition
 
     async def get_service_load_status(self, namespace: str, service: str) -> dict[int, PodStatus]:
-        view = await self._view(await self._known(namespace, service), fresh=True)
+        view = await self._service_view(namespace, service, fresh=True)
         return {
             index: _status(pod, view.users.get(index, 0))
             for index, pod in sorted(view.pods.items())
@@ -441,7 +441,7 @@ class StatefulRouteManager:
     async def get_failover_history(
         self, namespace: str, service: str, limit: int | None = None
     ) -> list[FailoverEvent]:
-        key = await self._known(namespace, service)
+        key = (await self._service_view(namespace, service)).service.key
         return await self.store.history.recent(self.store.keys(key), limit)
 
     # -- state for xDS (controlplane.xds.source.StateSource) ------------------------------
@@ -550,10 +550,11 @@ class StatefulRouteManager:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _known(self, namespace: str, service: str) -> ServiceKey:
-        key = ServiceKey.of(namespace, service)
-        await self._view(key)
-        return key
+    async def _service_view(
+        self, namespace: str, service: str, *, fresh: bool = False
+    ) -> _ServiceView:
+        """The view of a service named by the caller (names checked; UnknownService if none)."""
+        return await self._view(ServiceKey.of(namespace, service), fresh=fresh)
 
     async def _view(self, key: ServiceKey, *, fresh: bool = False) -> _ServiceView:
         view = self._views.get(key)
