@@ -118,20 +118,26 @@ def stop_demo(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
-@contextlib.contextmanager
-def running_demo() -> Iterator[Demo]:
-    """``stateful-route demo`` on free ports, once it printed its banner; stopped at the end."""
-    proxy_port, admin_port = free_port(), free_port()
-    process = subprocess.Popen(
-        cli("demo", "--proxy-port", str(proxy_port), "--admin-port", str(admin_port),
-            "--token", TOKEN),
+def start_demo(*args: str) -> subprocess.Popen[str]:
+    """``stateful-route demo`` with ``args``, its output (both streams) on a pipe."""
+    return subprocess.Popen(
+        cli("demo", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=REPO,
         env=CLEAN_ENV,
-    )  # fmt: skip
+    )
+
+
+@contextlib.contextmanager
+def running_demo() -> Iterator[Demo]:
+    """``stateful-route demo`` on free ports, once it printed its banner; stopped at the end."""
+    proxy_port, admin_port = free_port(), free_port()
+    process = start_demo(
+        "--proxy-port", str(proxy_port), "--admin-port", str(admin_port), "--token", TOKEN
+    )
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -220,7 +226,8 @@ def test_migrate_recover_and_fail_through_the_cli(demo: Demo) -> None:
 
     failed = stateful_route("fail", "--admin", demo.admin, "--token", TOKEN, str(target))
     assert failed.returncode == 0, failed.stderr
-    assert demo.pod_state(target) == "down"
+    # The pod itself is alive: the demo's next health check may already have it recovering.
+    assert demo.pod_state(target) in {"down", "recovering"}
     assert demo.api(f"{SERVICE_PATH}/users/bob")["pod"] != target  # bob moved off it
     assert "POD_FAILURE" in stateful_route("status", "--admin", demo.admin).stdout
 
@@ -276,15 +283,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(demo: Demo) -> None:
 
 
 def test_ctrl_c_while_starting_leaves_nothing_behind() -> None:
-    process = subprocess.Popen(
-        cli("demo", "--proxy-port", "0", "--admin-port", "0"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-        env=CLEAN_ENV,
-    )
+    process = start_demo("--proxy-port", "0", "--admin-port", "0")
     assert process.stdout is not None
     try:
         # Interrupt once the control plane is up and the pods are starting.
