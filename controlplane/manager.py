@@ -148,6 +148,10 @@ class StatefulRouteManager:
         """A registered service (from the in-memory view); UnknownService if there is none."""
         return (await self._view(key)).service
 
+    async def pods(self, key: ServiceKey) -> list[Pod]:
+        """A service's pods from the in-memory view (at most ``view_ttl_s`` old)."""
+        return list((await self._view(key)).pods.values())
+
     async def services(self) -> list[Service]:
         found = []
         for key in await self.store.registry.service_keys():

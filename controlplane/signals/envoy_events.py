@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from controlplane.domain import HealthSignal, LoadReport, ServiceKey
-from controlplane.errors import StatefulRouteError
+from controlplane.errors import StatefulRouteError, UnknownService
 from controlplane.manager import StatefulRouteManager
 
 log = logging.getLogger("stateful_route.signals")
@@ -111,8 +111,11 @@ class PodLocator:
         key = service_of(cluster)
         if key is None:
             return None
-        state = await self._manager.service_state(key)
-        for pod in state.pods if state else ():
+        try:
+            pods = await self._manager.pods(key)  # cached: Envoy reports often, pods move rarely
+        except UnknownService:
+            return None
+        for pod in pods:
             if pod.address == address:
                 return key, pod.index
         return None
