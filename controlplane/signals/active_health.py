@@ -10,7 +10,7 @@ from collections.abc import Callable
 import aiohttp
 
 from controlplane.domain import HealthReport, Pod, ServiceKey
-from controlplane.errors import StatefulRouteError
+from controlplane.errors import StatefulRouteError, UnknownService
 from controlplane.manager import StatefulRouteManager
 
 log = logging.getLogger("stateful_route.health")
@@ -104,10 +104,11 @@ class ActiveHealthChecker:
         interval = 1.0
         while True:
             try:
-                state = await self._manager.service_state(key)
-                if state is None:
+                try:
+                    service = await self._manager.service(key)  # cached; check_service reloads
+                except UnknownService:
                     return
-                interval = state.service.settings.health_check.interval_s
+                interval = service.settings.health_check.interval_s
                 if self._is_leader():
                     await self.check_service(key)
             except Exception:  # one bad round must not end the checks of a service
