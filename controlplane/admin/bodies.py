@@ -37,12 +37,13 @@ async def read_body(request: web.Request, model: type[M], *, optional: bool = Fa
             return model()
         raise InvalidJson("this operation needs a JSON body")
     try:
-        data = json.loads(raw)
+        json.loads(raw)
     except ValueError as exc:  # includes UnicodeDecodeError and over-long integers
         raise InvalidJson(f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise InvalidJson("the body is not JSON: nested too deeply") from None
-    return model.model_validate(data)
+    # Strict: JSON's own types only, so `true` is no count and "5" no number.
+    return model.model_validate_json(raw, strict=True)
 
 
 def service_key(request: web.Request) -> ServiceKey:

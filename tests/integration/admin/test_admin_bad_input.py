@@ -55,6 +55,16 @@ async def test_json_that_is_not_an_object_is_422(
         await expect(response, 422, "validation_error")
 
 
+async def test_values_of_another_json_type_are_422_and_write_nothing(
+    api: Client, manager: StatefulRouteManager, redis: Redis
+) -> None:
+    await given_service(manager)
+    before = await redis_snapshot(redis)
+    for body in ({"pod": True}, {"pod": "1"}, {"pod": 1.0}):
+        await expect(await api.put(f"{BASE}/users/alice", json=body), 422, "validation_error")
+    assert await redis_snapshot(redis) == before
+
+
 async def test_a_body_over_the_size_limit_is_413_and_writes_nothing(
     api: Client, manager: StatefulRouteManager, redis: Redis
 ) -> None:
