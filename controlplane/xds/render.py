@@ -32,14 +32,12 @@ class Fragment:
 
     def __init__(self, message: betterproto2.Message) -> None:
         self.proto = bytes(message)
-        self._make_json: Callable[[], str] | None = lambda: _dumps(message.to_dict())
+        self._make_json: Callable[[], str] | None = lambda: _dumps(_json_names(message.to_dict()))
         self._json = ""
         self._version = ""
 
     @classmethod
-    def assembled(
-        cls, proto: bytes, make_json: Callable[[], str], version: str = ""
-    ) -> Fragment:
+    def assembled(cls, proto: bytes, make_json: Callable[[], str], version: str = "") -> Fragment:
         """A message put together from already serialized parts."""
         fragment = cls.__new__(cls)
         fragment.proto, fragment._make_json, fragment._json = proto, make_json, ""
@@ -126,6 +124,19 @@ def _with_type(type_url: str, obj_json: str) -> str:
     rest = obj_json[1:-1]
     typed = f'"@type":{_dumps(type_url)}'
     return "{" + typed + ("," + rest if rest else "") + "}"
+
+
+# betterproto2 spells a field whose name has a digit after "_" its own way; Envoy's JSON parser
+# knows only protobuf's spelling and drops the field with a warning.
+_PROTOBUF_JSON_NAMES = {"consecutive5Xx": "consecutive5xx"}
+
+
+def _json_names(value: object) -> object:
+    if isinstance(value, dict):
+        return {_PROTOBUF_JSON_NAMES.get(k, k): _json_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_names(item) for item in value]
+    return value
 
 
 def _dumps(value: object) -> str:
