@@ -101,6 +101,9 @@ class SotwSubscription:
     acked_version: str = ""
     rejected_version: str | None = None
     force: bool = False
+    # A REST client that accepted nothing yet and polls with no version again: a new Envoy, or
+    # a rejection of its first response. The first response goes out once more; twice is a NACK.
+    first_resent: str | None = None
 
     def on_request(self, request: Request) -> Reply | None:
         """Apply a gRPC request (with nonces); return the ACK or NACK it carries, if any."""
@@ -128,6 +131,10 @@ class SotwSubscription:
                 return None
             self.acked_version = version
             return Reply(Verdict.ACK, version)
+        if not version and self.first_resent != self.sent_version:
+            self.first_resent = self.sent_version
+            self._restart(request)
+            return None
         rejected = self._reject("rejected (REST carries no error detail)")
         # The client still runs the version it names; answering it would resend the rejected one.
         self.sent_version = version

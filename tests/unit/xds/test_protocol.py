@@ -98,6 +98,22 @@ def test_rest_client_naming_an_unknown_version_has_restarted() -> None:
     assert sub.due("v2")
 
 
+def test_rest_client_polling_afresh_before_it_acknowledged_is_answered_again_once() -> None:
+    sub = SotwSubscription(CDS)
+    sub.on_poll(request(""))
+    sub.sent("v1")
+    # An Envoy restarted before it acknowledged v1 (or one that rejected it): send v1 again.
+    assert sub.on_poll(request("")) is None
+    assert sub.due("v1")
+    sub.sent("v1")
+    # The same answer refused twice is a NACK: hold instead of sending it in a loop.
+    reply = sub.on_poll(request(""))
+    assert reply is not None
+    assert (reply.verdict, reply.version) == (Verdict.NACK, "v1")
+    assert not sub.due("v1")
+    assert sub.due("v2")
+
+
 def delta(**fields) -> DeltaRequest:  # type: ignore[no-untyped-def]
     return DeltaRequest(CDS, **fields)
 
