@@ -170,13 +170,15 @@ def draw_plots(results: dict[str, Any], docs: Path) -> list[str]:
         made.append(CONVERGENCE_PLOT)
 
     series = scenarios.get("data_path", {}).get("series", {})
-    sizes = sorted({int(k.rsplit("_", 1)[1]) for k in series})
+    sizes = sorted({int(k.rsplit("_", 1)[1]) for k in series if k.startswith("rps_")})
     if sizes:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        width = 0.38
+        fig, ax = plt.subplots(figsize=(9, 4))
+        width = 0.2
         bars = (
-            (-width / 2, "baseline", "tab:gray", "plain Envoy round robin"),
-            (width / 2, "sticky", "tab:blue", "sticky routes"),
+            (-1.5 * width, "shared_baseline", "tab:gray", "plain round robin (shared core)"),
+            (-0.5 * width, "shared_sticky", "tab:blue", "sticky routes (shared core)"),
+            (0.5 * width, "baseline", "silver", "plain round robin (alone)"),
+            (1.5 * width, "sticky", "lightsteelblue", "sticky routes (alone)"),
         )
         for offset, label, color, legend in bars:
             runs = [series.get(f"rps_{label}_{n}", []) for n in sizes]
@@ -188,7 +190,7 @@ def draw_plots(results: dict[str, Any], docs: Path) -> list[str]:
         ax.set_xticks(range(len(sizes)), [f"{n:,} users" for n in sizes])
         ax.set_ylabel("requests/s (bars: median; dots: each run)")
         ax.set_title("Data path through Envoy")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(docs / DATA_PATH_PLOT, dpi=90)
         plt.close(fig)
