@@ -65,8 +65,8 @@ class RetrySettings(BaseModel):
     retry_on: str = Field(
         default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$"
     )
-    # A bound user's first tries go to its pod until outlier detection ejects it from the pod's
-    # own cluster: one more try than ``consecutive_local_origin_failure`` reaches another pod.
+    # A user's session pins the first tries to its pod, whatever the retry predicate says; one
+    # more try than ``consecutive_local_origin_failure`` reaches another pod once it is ejected.
     num_retries: int = Field(default=3, ge=0, le=10)
     per_try_timeout_s: float | None = Field(default=None, gt=0, le=DAY_S)
 

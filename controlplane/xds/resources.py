@@ -71,6 +71,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
     FilterConfig,
     RetryPolicy,
     RetryPolicyRetryHostPredicate,
+    RetryPolicyRetryPriority,
     Route,
     RouteAction,
     RouteActionHashPolicy,
@@ -115,6 +116,9 @@ from envoy_data_plane.envoy.extensions.http.stateful_session.header.v3 import (
 )
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
     PreviousHostsPredicate,
+)
+from envoy_data_plane.envoy.extensions.retry.priority.previous_priorities.v3 import (
+    PreviousPrioritiesConfig,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import (
     HttpRequestHeaderMatchInput,
@@ -468,9 +472,9 @@ def build_host_head(service: Service) -> tuple[VirtualHost, VirtualHost]:
     """The virtual host without its matcher, as the fields serialized before the matcher
     (name, domains) and those after it (protobuf merges the two halves into one message).
 
-    What every user's route shares (the retry policy) is said once here: a user's map entry
-    then carries only what differs, its pod's cluster (Envoy keeps one route object per entry,
-    so their size is Envoy's memory and cache footprint).
+    What every route of the service shares (the retry policy) is said once here: a user's map
+    entry then carries only what differs, its pod's cluster (Envoy keeps one route object per
+    entry, so their size is Envoy's memory and cache footprint).
     """
     domains = [*service_domains(service.key), *service.settings.domains]
     shared = VirtualHost(retry_policy=_retry_policy(service))
@@ -487,16 +491,15 @@ def uid_input(service: Service) -> XdsTypedExtensionConfig:
 
 def sticky_on_match(service: Service, index: int) -> MatcherOnMatch:
     """The route of a user bound to pod ``index``: to that pod's aggregate cluster."""
-    return _on_match(_route_action(service, sticky_cluster_name(service.key, index)), {})
+    return _on_match(service, sticky_cluster_name(service.key, index), {})
 
 
 def fallback_on_match(service: Service) -> MatcherOnMatch:
     """The route of anyone else: ask the miss path, naming the service so it can place them,
     and pin the request to the pod it answers. The only route that turns those filters on."""
-    action = _route_action(service, cluster_name(service.key))
-    action.retry_policy = _retry_policy(service, to_another_pod=True)
     return _on_match(
-        action,
+        service,
+        cluster_name(service.key),
         {
             EXT_AUTHZ_FILTER: _enable(ExtAuthzPerRoute(check_settings=CheckSettings())),
             HEADER_MUTATION_FILTER: _enable(_set_header(SERVICE_HEADER, str(service.key))),
@@ -513,11 +516,14 @@ def _enable(per_route: betterproto2.Message) -> Any:
     return Any.pack(FilterConfig(config=Any.pack(per_route)))
 
 
-def _on_match(action: RouteAction, per_filter: dict[str, Any]) -> MatcherOnMatch:
-    route = Route(match=RouteMatch(prefix="/"), route=action, typed_per_filter_config=per_filter)
-    return MatcherOnMatch(
-        action=XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
+def _on_match(service: Service, cluster: str, per_filter: dict[str, Any]) -> MatcherOnMatch:
+    route = Route(
+        match=RouteMatch(prefix="/"),
+        route=_route_action(service, cluster),
+        typed_per_filter_config=per_filter,
     )
+    action = XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
+    return MatcherOnMatch(action=action)
 
 
 def _set_header(name: str, value: str) -> HeaderMutationPerRoute:
@@ -551,29 +557,26 @@ def _route_action(service: Service, cluster: str) -> RouteAction:
     )
 
 
-def _retry_policy(service: Service, *, to_another_pod: bool = False) -> RetryPolicy:
-    """Retries of failures before a pod saw the request.
-
-    A bound user's retry needs no plugin: the first failures eject the pod from its own
-    cluster, and the backed-off retry then finds the aggregate on the service's cluster.
-    Retry plugins are made afresh for every request (about 3% of a proxy core measured here),
-    so only the fallback route, pinned by a session header, asks for another pod.
-    """
+def _retry_policy(service: Service) -> RetryPolicy:
     retry = service.settings.envoy.retry
-    policy = RetryPolicy(
+    return RetryPolicy(
         retry_on=retry.retry_on,
         num_retries=retry.num_retries,
         per_try_timeout=_seconds(retry.per_try_timeout_s) if retry.per_try_timeout_s else None,
-    )
-    if to_another_pod:
-        policy.retry_host_predicate = [
+        # A retry goes to another pod: the session's pod may be the one that just died.
+        retry_host_predicate=[
             RetryPolicyRetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=Any.pack(PreviousHostsPredicate()),
             )
-        ]
-        policy.host_selection_retry_max_attempts = 5
-    return policy
+        ],
+        host_selection_retry_max_attempts=5,
+        # ... and for a bound user, out of its pod's own cluster into the service's.
+        retry_priority=RetryPolicyRetryPriority(
+            name="envoy.retry_priorities.previous_priorities",
+            typed_config=Any.pack(PreviousPrioritiesConfig(update_frequency=1)),
+        ),
+    )
 
 
 def build_route_configuration() -> RouteConfiguration:

@@ -97,17 +97,14 @@ def test_least_request_services_carry_no_hash_policy() -> None:
     assert "hashPolicy" not in fallback_route(state)["route"]
 
 
-def test_bound_users_retry_with_no_plugin_and_everyone_else_on_another_pod() -> None:
+def test_retries_of_every_route_of_a_service_go_to_another_pod() -> None:
     state = service_state("games", "lobby", [9000])
-    host = res.build_virtual_host(state.service, state.pods, {"bob": 0}).to_dict()
-    # Every user's route: the pod's ejection from its own cluster moves the retry elsewhere.
-    assert host["retryPolicy"] == {"retryOn": "connect-failure,refused-stream", "numRetries": 3}
-    bob = host["matcher"]["matcherTree"]["exactMatchMap"]["map"]["bob"]["action"]["typedConfig"]
-    assert "retryPolicy" not in bob["route"]
-    # The fallback route's session may name the pod that just died: retries avoid it.
-    retry = fallback_route(state)["route"]["retryPolicy"]
+    retry = res.build_virtual_host(state.service, state.pods, {}).to_dict()["retryPolicy"]
     assert retry["retryOn"] == "connect-failure,refused-stream"
     assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+    # For a bound user: out of its pod's own cluster, into the service's.
+    assert retry["retryPriority"]["name"] == "envoy.retry_priorities.previous_priorities"
+    assert retry["retryPriority"]["typedConfig"]["updateFrequency"] == 1
 
 
 def test_a_draining_pod_may_still_be_a_sessions_host() -> None:
