@@ -19,7 +19,6 @@ import aiohttp
 from controlplane.domain import HealthSignal, LoadReport, ServiceKey
 from controlplane.errors import StatefulRouteError, UnknownService
 from controlplane.manager import StatefulRouteManager
-from controlplane.xds.naming import service_of
 
 log = logging.getLogger("stateful_route.signals")
 
@@ -94,6 +93,12 @@ def _json(line: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def service_of(cluster: str) -> ServiceKey | None:
+    """The service behind an Envoy cluster name ("namespace/name"), if it is one of ours."""
+    namespace, slash, name = cluster.partition("/")
+    return ServiceKey(namespace, name) if slash else None
 
 
 class PodLocator:

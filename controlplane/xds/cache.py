@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from envoy_data_plane.envoy.config.core.v3 import ConfigSource, HealthStatus
+from envoy_data_plane.envoy.config.core.v3 import ConfigSource
 
 from controlplane.balancer import endpoint_weights
 from controlplane.domain import PodState, Service, ServiceKey, ServiceState
@@ -25,9 +25,6 @@ from controlplane.xds.naming import (
     MISS_PATH_CLUSTER,
     ROUTE_CONFIG_NAME,
     cluster_name,
-    pod_cluster_name,
-    service_of,
-    sticky_cluster_name,
 )
 from controlplane.xds.render import (
     Fragment,
@@ -129,17 +126,10 @@ class _Parts:
     state: ServiceState
     endpoints_input: tuple[tuple[int, str, int, int, PodState], ...] | None = None
     endpoints: Rendered | None = None
-    # Each pod's own load assignment, with the (host, port, health) it was rendered from.
-    pod_endpoints: dict[int, tuple[tuple[str, int, HealthStatus], Rendered]] = field(
-        default_factory=dict
-    )
-    host_input: tuple[tuple[int, ...], Mapping[str, int]] | None = None
+    host_input: tuple[tuple[tuple[int, str], ...], Mapping[str, int]] | None = None
     host: Fragment | None = None
     sticky: StickyHost | None = None
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
-    pod_clusters: dict[tuple[res.SourceKind, int], tuple[Service, list[Rendered]]] = field(
-        default_factory=dict
-    )
 
 
 class SnapshotCache:
@@ -227,27 +217,23 @@ class SnapshotCache:
         changed = [k for k in changed if _in_group(k, group)]
         if old is not None and not changed:
             return old
-        # A changed service's resources are all rendered again (its pods may have come or gone).
-        again = set(changed)
-        clusters, endpoints = (
-            {n: r for n, r in old.types[t].resources.items() if service_of(n) not in again}
-            if old
-            else {}
-            for t in (res.CLUSTER, res.ENDPOINT)
-        )
-        hosts = {n: h for n, h in old.hosts.items() if service_of(n) not in again} if old else {}
+        clusters = dict(old.types[res.CLUSTER].resources) if old else {}
+        endpoints = dict(old.types[res.ENDPOINT].resources) if old else {}
+        hosts = dict(old.hosts) if old else {}
         source = self._sources[key.kind]
         for service in changed:
+            name = cluster_name(service)
             parts = self._parts.get(service)
-            if parts is not None:
-                for rendered in self._clusters(parts, key.kind, source):
-                    clusters[rendered.name] = rendered
-                for rendered in self._endpoints(parts):
-                    endpoints[rendered.name] = rendered
-                hosts[cluster_name(service)] = self._host(parts)
+            if parts is None:
+                for items in (clusters, endpoints, hosts):
+                    items.pop(name, None)
+            else:
+                clusters[name] = self._cluster(parts, key.kind, source)
+                endpoints[name] = self._endpoints(parts)
+                hosts[name] = self._host(parts)
         hosts = dict(sorted(hosts.items()))
-        states = [p.state for k, p in self._parts.items() if _in_group(k, group)]
-        uid_headers = frozenset(state.service.settings.uid_header for state in states)
+        services = [p.state.service for k, p in self._parts.items() if _in_group(k, group)]
+        uid_headers = frozenset(service.settings.uid_header for service in services)
         clusters[MISS_PATH_CLUSTER] = self._miss_path_cluster()
         fresh = {
             res.CLUSTER: dict(sorted(clusters.items())),
@@ -255,7 +241,7 @@ class SnapshotCache:
             res.LISTENER: {LISTENER_NAME: self._listener(group, key.kind, source, uid_headers)},
             res.ROUTE: {ROUTE_CONFIG_NAME: self._routes(old, hosts)},
         }
-        _check_consistent(fresh, states)
+        _check_consistent(fresh, services)
         types: dict[str, TypeSnapshot] = {}
         for type_url, items in fresh.items():
             version = _joint_version(tuple(items), items)
@@ -291,64 +277,31 @@ class SnapshotCache:
             self._miss_path = render(res.CLUSTER, MISS_PATH_CLUSTER, cluster)
         return self._miss_path
 
-    def _clusters(
-        self, parts: _Parts, kind: res.SourceKind, source: ConfigSource
-    ) -> list[Rendered]:
-        """The service's cluster, then each pod's own and aggregate clusters."""
+    def _cluster(self, parts: _Parts, kind: res.SourceKind, source: ConfigSource) -> Rendered:
         service = parts.state.service
         cached = parts.clusters.get(kind)
         if cached is None or cached[0] != service:
             cluster = res.build_cluster(service, source, self.settings.health_event_log_path)
             cached = parts.clusters[kind] = (service, render(res.CLUSTER, cluster.name, cluster))
-        found = [cached[1]]
-        indexes = {pod.index for pod in parts.state.pods}
-        for kind_index in [k for k in parts.pod_clusters if k[1] not in indexes]:
-            del parts.pod_clusters[kind_index]
-        for index in sorted(indexes):
-            pod_cached = parts.pod_clusters.get((kind, index))
-            if pod_cached is None or pod_cached[0] != service:
-                rendered = [
-                    render(res.CLUSTER, c.name, c)
-                    for c in res.build_pod_clusters(service, index, source)
-                ]
-                pod_cached = parts.pod_clusters[kind, index] = (service, rendered)
-            found += pod_cached[1]
-        return found
+        return cached[1]
 
-    def _endpoints(self, parts: _Parts) -> list[Rendered]:
-        """The service's load assignment, then each pod's own."""
+    def _endpoints(self, parts: _Parts) -> Rendered:
         pods = parts.state.pods
-        key = parts.state.service.key
         weights = endpoint_weights(pods)
         fingerprint = tuple((p.index, p.host, p.port, weights[p.index], p.state) for p in pods)
         if parts.endpoints is None or parts.endpoints_input != fingerprint:
+            key = parts.state.service.key
             assignment = res.build_load_assignment(key, pods, weights)
             as_json = res.load_assignment_json(key, pods, weights)
             parts.endpoints = render_with_json(res.ENDPOINT, cluster_name(key), assignment, as_json)
             parts.endpoints_input = fingerprint
-        found = [parts.endpoints]
-        own: dict[int, tuple[tuple[str, int, HealthStatus], Rendered]] = {}
-        for pod in pods:
-            pod_input = (pod.host, pod.port, res.pod_cluster_health(pod.state))
-            cached = parts.pod_endpoints.get(pod.index)
-            if cached is None or cached[0] != pod_input:
-                rendered = render_with_json(
-                    res.ENDPOINT,
-                    pod_cluster_name(key, pod.index),
-                    res.build_pod_load_assignment(key, pod),
-                    res.pod_load_assignment_json(key, pod),
-                )
-                cached = (pod_input, rendered)
-            own[pod.index] = cached
-            found.append(cached[1])
-        parts.pod_endpoints = own
-        return found
+        return parts.endpoints
 
     def _host(self, parts: _Parts) -> Fragment:
         state = parts.state
         if parts.sticky is None or parts.sticky.service != state.service:
             parts.sticky, parts.host = StickyHost(state.service), None
-        fingerprint = (tuple(p.index for p in state.pods), state.routes)
+        fingerprint = (tuple((p.index, p.address) for p in state.pods), state.routes)
         if parts.host is None or parts.host_input != fingerprint:
             parts.host = parts.sticky.render(state.pods, state.routes)
             parts.host_input = fingerprint
@@ -376,26 +329,16 @@ def _in_group(key: ServiceKey, group: NodeGroupSettings) -> bool:
 
 
 def _check_consistent(
-    types: Mapping[str, Mapping[str, Rendered]], states: Iterable[ServiceState]
+    types: Mapping[str, Mapping[str, Rendered]], services: Iterable[Service]
 ) -> None:
-    # Listener -> RouteConfiguration by name; EDS Cluster -> ClusterLoadAssignment by name;
-    # a route or an aggregate -> the clusters it names (the miss path's cluster carries its
-    # endpoint inline).
-    eds: set[str] = set()
-    aggregates: set[str] = set()
-    for state in states:
-        key = state.service.key
-        eds.add(cluster_name(key))
-        eds.update(pod_cluster_name(key, pod.index) for pod in state.pods)
-        aggregates.update(sticky_cluster_name(key, pod.index) for pod in state.pods)
-    if set(types[res.ENDPOINT]) != eds:
-        raise InconsistentSnapshot("the load assignments are not those of the EDS clusters")
-    if set(types[res.CLUSTER]) != eds | aggregates | {MISS_PATH_CLUSTER}:
-        raise InconsistentSnapshot("the clusters are not those of the services and pods")
+    # Listener -> RouteConfiguration by name; EDS Cluster -> ClusterLoadAssignment by name (the
+    # miss path's cluster carries its endpoint inline).
+    if set(types[res.CLUSTER]) - {MISS_PATH_CLUSTER} != set(types[res.ENDPOINT]):
+        raise InconsistentSnapshot("clusters and load assignments differ")
     if types[res.LISTENER] and ROUTE_CONFIG_NAME not in types[res.ROUTE]:
         raise InconsistentSnapshot("the listener names a route configuration that is missing")
     claimed: dict[str, ServiceKey] = {}
-    for service in (state.service for state in states):
+    for service in services:
         for domain in service.settings.domains:
             if claimed.setdefault(domain, service.key) != service.key:
                 # Envoy would reject the whole route configuration.

@@ -2,9 +2,6 @@
 
 - Cluster and ClusterLoadAssignment of a service: ``{namespace}/{name}`` (what ``str(ServiceKey)``
   prints). Names hold only ``[A-Za-z0-9._-]``, so the ``/`` keeps ``a.b/c`` and ``a/b.c`` apart.
-- Each pod also has a cluster of its own, ``{namespace}/{name}/pod-{index}`` (that pod alone),
-  and the cluster its bound users' routes name, ``{namespace}/{name}/pod-{index}/sticky`` (an
-  aggregate: that pod, else the service's cluster).
 - Virtual host of a service: the same name; it answers to the Host ``{name}.{namespace}``
   (with any port), the way a Kubernetes client names a service.
 - The one Listener and the one RouteConfiguration: ``stateful-route``.
@@ -30,22 +27,6 @@ SERVICE_HEADER = "x-stateful-route-service"
 def cluster_name(key: ServiceKey) -> str:
     """The Envoy cluster (and load assignment, and virtual host) name of a service."""
     return f"{key.namespace}/{key.name}"
-
-
-def pod_cluster_name(key: ServiceKey, index: int) -> str:
-    """The cluster (and load assignment) holding pod ``index`` alone."""
-    return f"{cluster_name(key)}/pod-{index}"
-
-
-def sticky_cluster_name(key: ServiceKey, index: int) -> str:
-    """The aggregate cluster the routes of pod ``index``'s users name."""
-    return f"{pod_cluster_name(key, index)}/sticky"
-
-
-def service_of(cluster: str) -> ServiceKey | None:
-    """The service behind one of our cluster names, if it is one."""
-    namespace, slash, rest = cluster.partition("/")
-    return ServiceKey(namespace, rest.partition("/")[0]) if slash else None
 
 
 def service_domains(key: ServiceKey) -> list[str]:

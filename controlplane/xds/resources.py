@@ -1,38 +1,34 @@
 """Build Envoy v3 resources from the route manager's state (pure: no I/O, no caching).
 
-Per service: an EDS Cluster and ClusterLoadAssignment over all its pods; per pod, an EDS
-cluster holding that pod alone and an aggregate cluster "that pod, else the service's cluster";
-one VirtualHost inside the one RouteConfiguration; one Listener whose HttpConnectionManager
-fetches that RouteConfiguration over RDS. Names come from ``naming``.
+One Cluster (EDS) and one ClusterLoadAssignment per service, one VirtualHost per service inside
+the one RouteConfiguration, and one Listener whose HttpConnectionManager fetches that
+RouteConfiguration over RDS. Names come from ``naming``.
 
 How a request finds its user's pod (docs/architecture.md tells it in full):
 - Envoy first strips the two internal headers a client might forge (``SESSION_HEADER``,
   ``SERVICE_HEADER``).
 - A user in the service's virtual host ``matcher`` (an exact map on the uid header) gets a route
-  to its pod's aggregate cluster: the pod while Envoy holds it healthy, else the service's
-  balancer. Such a request runs no filter but the router: the others are off unless a route
-  turns them on, which only the fallback route does.
+  that sets ``SESSION_HEADER`` to its pod's address and skips ext_authz.
 - Anyone else gets the fallback route, which names the service in ``SERVICE_HEADER`` and lets
-  ext_authz ask the control plane (the miss path); the answer carries ``SESSION_HEADER``, and
-  the stateful_session filter sends the request to that host while it is healthy or draining,
-  else the cluster's own balancer picks one.
+  ext_authz ask the control plane (the miss path); the answer carries ``SESSION_HEADER``.
+- The stateful_session filter sends the request to the host in ``SESSION_HEADER`` while that
+  host is healthy or draining, else the cluster's own load balancer picks one.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
-import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import (
     CircuitBreakers,
     CircuitBreakersThresholds,
     Cluster,
     ClusterCommonLbConfig,
     ClusterCommonLbConfigConsistentHashingLbConfig,
-    ClusterCustomClusterType,
     ClusterDiscoveryType,
     ClusterDnsLookupFamily,
     ClusterEdsClusterConfig,
@@ -68,10 +64,8 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
-    FilterConfig,
     RetryPolicy,
     RetryPolicyRetryHostPredicate,
-    RetryPolicyRetryPriority,
     Route,
     RouteAction,
     RouteActionHashPolicy,
@@ -79,9 +73,6 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteConfiguration,
     RouteMatch,
     VirtualHost,
-)
-from envoy_data_plane.envoy.extensions.clusters.aggregate.v3 import (
-    ClusterConfig as AggregateClusterConfig,
 )
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
     AuthorizationResponse,
@@ -96,10 +87,7 @@ from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
     Mutations,
 )
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import (
-    StatefulSession,
-    StatefulSessionPerRoute,
-)
+from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import StatefulSession
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpFilter,
@@ -116,9 +104,6 @@ from envoy_data_plane.envoy.extensions.http.stateful_session.header.v3 import (
 )
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
     PreviousHostsPredicate,
-)
-from envoy_data_plane.envoy.extensions.retry.priority.previous_priorities.v3 import (
-    PreviousPrioritiesConfig,
 )
 from envoy_data_plane.envoy.type.matcher.v3 import (
     HttpRequestHeaderMatchInput,
@@ -144,9 +129,7 @@ from controlplane.xds.naming import (
     SERVICE_HEADER,
     SESSION_HEADER,
     cluster_name,
-    pod_cluster_name,
     service_domains,
-    sticky_cluster_name,
 )
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -167,7 +150,6 @@ _LB_POLICY = {
 _HASHED = frozenset({ClusterLbPolicy.RING_HASH, ClusterLbPolicy.MAGLEV})
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
-STATEFUL_SESSION_FILTER = "envoy.filters.http.stateful_session"
 MISS_PATH_TIMEOUT_S = 1.0
 
 _HEALTH_STATUS = {
@@ -179,16 +161,6 @@ _HEALTH_STATUS = {
     PodState.RECOVERING: HealthStatus.UNHEALTHY,  # takes no users until it is HEALTHY again
 }
 
-
-# In a pod's own cluster, whether its bound users may still reach it: a draining pod keeps them.
-_POD_CLUSTER_HEALTH = {
-    PodState.HEALTHY: HealthStatus.HEALTHY,
-    PodState.SUSPECT: HealthStatus.HEALTHY,
-    PodState.DRAINING: HealthStatus.HEALTHY,
-    PodState.EJECTED: HealthStatus.UNHEALTHY,
-    PodState.DOWN: HealthStatus.UNHEALTHY,
-    PodState.RECOVERING: HealthStatus.UNHEALTHY,
-}
 
 # Hosts a session header may pin a request to; anything else falls back to the balancer.
 _SESSION_HOST_STATUSES = [
@@ -268,40 +240,6 @@ def build_cluster(
     )
 
 
-def build_pod_clusters(service: Service, index: int, source: ConfigSource) -> list[Cluster]:
-    """Pod ``index``'s own cluster (EDS, that pod alone) and the aggregate its users' routes name.
-
-    The aggregate takes the pod while its own cluster holds it healthy, else the service's
-    cluster: Envoy fails a user over by itself, with no filter on the hot path. The service's
-    cluster keeps the active health checks; the pod's own cluster learns from real requests
-    (outlier detection, which may eject its one host) and from the health the EDS gives it.
-    """
-    key = service.key
-    envoy = service.settings.envoy
-    own = Cluster(
-        name=pod_cluster_name(key, index),
-        type=ClusterDiscoveryType.EDS,
-        eds_cluster_config=ClusterEdsClusterConfig(eds_config=source),
-        connect_timeout=_seconds(envoy.connect_timeout_s),
-        lb_policy=ClusterLbPolicy.ROUND_ROBIN,
-        circuit_breakers=_circuit_breakers(envoy),
-        # Its one host is all of it: any ejection limit below 100% would forbid ejecting it.
-        outlier_detection=_outlier_detection(envoy, max_ejection_percent=100),
-    )
-    aggregate = AggregateClusterConfig(clusters=[own.name, cluster_name(key)])
-    sticky = Cluster(
-        name=sticky_cluster_name(key, index),
-        connect_timeout=_seconds(envoy.connect_timeout_s),
-        lb_policy=ClusterLbPolicy.CLUSTER_PROVIDED,
-        # Retries of a bound user's requests count against the cluster its route names.
-        circuit_breakers=_circuit_breakers(envoy),
-        cluster_type=ClusterCustomClusterType(
-            name="envoy.clusters.aggregate", typed_config=Any.pack(aggregate)
-        ),
-    )
-    return [own, sticky]
-
-
 def _circuit_breakers(envoy: EnvoyClusterSettings) -> CircuitBreakers:
     limits = envoy.circuit_breakers
     return CircuitBreakers(
@@ -316,9 +254,7 @@ def _circuit_breakers(envoy: EnvoyClusterSettings) -> CircuitBreakers:
     )
 
 
-def _outlier_detection(
-    envoy: EnvoyClusterSettings, max_ejection_percent: int | None = None
-) -> OutlierDetection | None:
+def _outlier_detection(envoy: EnvoyClusterSettings) -> OutlierDetection | None:
     od = envoy.outlier_detection
     if od is None:
         return None
@@ -329,7 +265,7 @@ def _outlier_detection(
         consecutive_local_origin_failure=od.consecutive_local_origin_failure,
         interval=_seconds(od.interval_s),
         base_ejection_time=_seconds(od.base_ejection_time_s),
-        max_ejection_percent=max_ejection_percent or od.max_ejection_percent,
+        max_ejection_percent=od.max_ejection_percent,
     )
 
 
@@ -413,37 +349,6 @@ def load_assignment_json(
     return assignment
 
 
-def pod_cluster_health(state: PodState) -> HealthStatus:
-    return _POD_CLUSTER_HEALTH[state]
-
-
-def build_pod_load_assignment(key: ServiceKey, pod: Pod) -> ClusterLoadAssignment:
-    """A pod's own cluster: the pod, healthy while its bound users may reach it."""
-    endpoint = LbEndpoint(
-        endpoint=Endpoint(address=_address(pod.host, pod.port), hostname=f"pod-{pod.index}"),
-        health_status=pod_cluster_health(pod.state),
-    )
-    return ClusterLoadAssignment(
-        cluster_name=pod_cluster_name(key, pod.index),
-        endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])],
-    )
-
-
-def pod_load_assignment_json(key: ServiceKey, pod: Pod) -> dict[str, object]:
-    """``build_pod_load_assignment``'s message as protobuf JSON, built directly."""
-    endpoint = {
-        "endpoint": {
-            "address": {"socketAddress": {"address": pod.host, "portValue": pod.port}},
-            "hostname": f"pod-{pod.index}",
-        },
-        "healthStatus": pod_cluster_health(pod.state).name,
-    }
-    return {
-        "clusterName": pod_cluster_name(key, pod.index),
-        "endpoints": [{"lbEndpoints": [endpoint]}],
-    }
-
-
 def build_virtual_host(
     service: Service, pods: Sequence[Pod], routes: Mapping[str, int]
 ) -> VirtualHost:
@@ -453,15 +358,18 @@ def build_virtual_host(
     (``sticky_host``), which the tests check against this.
     """
     host, shared = build_host_head(service)
-    host.retry_policy = shared.retry_policy
-    indexes = {pod.index for pod in pods}
-    users = {uid: index for uid, index in routes.items() if index in indexes}
+    host.retry_policy, host.typed_per_filter_config = (
+        shared.retry_policy,
+        shared.typed_per_filter_config,
+    )
+    addresses = {pod.index: pod for pod in pods}
+    users = {uid: addresses[pod] for uid, pod in routes.items() if pod in addresses}
     tree = None
     if users:  # Envoy rejects an empty map
         tree = MatcherMatcherTree(
             input=uid_input(service),
             exact_match_map=MatcherMatcherTreeMatchMap(
-                map={uid: sticky_on_match(service, index) for uid, index in users.items()}
+                map={uid: sticky_on_match(service, pod) for uid, pod in users.items()}
             ),
         )
     host.matcher = XdsMatcher(matcher_tree=tree, on_no_match=fallback_on_match(service))
@@ -472,12 +380,15 @@ def build_host_head(service: Service) -> tuple[VirtualHost, VirtualHost]:
     """The virtual host without its matcher, as the fields serialized before the matcher
     (name, domains) and those after it (protobuf merges the two halves into one message).
 
-    What every route of the service shares (the retry policy) is said once here: a user's map
-    entry then carries only what differs, its pod's cluster (Envoy keeps one route object per
-    entry, so their size is Envoy's memory and cache footprint).
+    What every route of the service shares (the retry policy; the miss path off) is said once
+    here: a user's map entry then carries only what differs, its pod (Envoy keeps one route
+    object per entry, so their size is Envoy's memory and cache footprint).
     """
     domains = [*service_domains(service.key), *service.settings.domains]
-    shared = VirtualHost(retry_policy=_retry_policy(service))
+    shared = VirtualHost(
+        retry_policy=_retry_policy(service),
+        typed_per_filter_config={EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(disabled=True))},
+    )
     return VirtualHost(name=cluster_name(service.key), domains=domains), shared
 
 
@@ -489,59 +400,51 @@ def uid_input(service: Service) -> XdsTypedExtensionConfig:
     )
 
 
-def sticky_on_match(service: Service, index: int) -> MatcherOnMatch:
-    """The route of a user bound to pod ``index``: to that pod's aggregate cluster."""
-    return _on_match(service, sticky_cluster_name(service.key, index), {})
+def sticky_on_match(service: Service, pod: Pod) -> MatcherOnMatch:
+    """The route of a user bound to ``pod``: pin the session to it, skip the miss path."""
+    session = base64.b64encode(pod.address.encode()).decode()
+    return _on_match(service, {HEADER_MUTATION_FILTER: _set_header(SESSION_HEADER, session)})
 
 
 def fallback_on_match(service: Service) -> MatcherOnMatch:
-    """The route of anyone else: ask the miss path, naming the service so it can place them,
-    and pin the request to the pod it answers. The only route that turns those filters on."""
+    """The route of anyone else: ask the miss path, naming the service so it can place them."""
     return _on_match(
         service,
-        cluster_name(service.key),
         {
-            EXT_AUTHZ_FILTER: _enable(ExtAuthzPerRoute(check_settings=CheckSettings())),
-            HEADER_MUTATION_FILTER: _enable(_set_header(SERVICE_HEADER, str(service.key))),
-            # (Envoy refuses an empty per-route config, so the listener's is said again.)
-            STATEFUL_SESSION_FILTER: _enable(
-                StatefulSessionPerRoute(stateful_session=_stateful_session())
-            ),
+            EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(check_settings=CheckSettings())),
+            HEADER_MUTATION_FILTER: _set_header(SERVICE_HEADER, str(service.key)),
         },
     )
 
 
-def _enable(per_route: betterproto2.Message) -> Any:
-    """Turn on, for one route, a filter the listener declares off by default."""
-    return Any.pack(FilterConfig(config=Any.pack(per_route)))
-
-
-def _on_match(service: Service, cluster: str, per_filter: dict[str, Any]) -> MatcherOnMatch:
+def _on_match(service: Service, per_filter: dict[str, Any]) -> MatcherOnMatch:
     route = Route(
         match=RouteMatch(prefix="/"),
-        route=_route_action(service, cluster),
+        route=_route_action(service),
         typed_per_filter_config=per_filter,
     )
     action = XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
     return MatcherOnMatch(action=action)
 
 
-def _set_header(name: str, value: str) -> HeaderMutationPerRoute:
-    return HeaderMutationPerRoute(
-        mutations=Mutations(
-            request_mutations=[
-                MutationRulesHeaderMutation(
-                    append=HeaderValueOption(
-                        header=HeaderValue(key=name, value=value),
-                        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+def _set_header(name: str, value: str) -> Any:
+    return Any.pack(
+        HeaderMutationPerRoute(
+            mutations=Mutations(
+                request_mutations=[
+                    MutationRulesHeaderMutation(
+                        append=HeaderValueOption(
+                            header=HeaderValue(key=name, value=value),
+                            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
                     )
-                )
-            ]
+                ]
+            )
         )
     )
 
 
-def _route_action(service: Service, cluster: str) -> RouteAction:
+def _route_action(service: Service) -> RouteAction:
     settings = service.settings
     hash_policy = []
     if lb_policy(settings.strategy) in _HASHED:
@@ -551,7 +454,7 @@ def _route_action(service: Service, cluster: str) -> RouteAction:
             )
         ]
     return RouteAction(
-        cluster=cluster,
+        cluster=cluster_name(service.key),
         hash_policy=hash_policy,
         timeout=_seconds(settings.envoy.route_timeout_s),
     )
@@ -571,11 +474,6 @@ def _retry_policy(service: Service) -> RetryPolicy:
             )
         ],
         host_selection_retry_max_attempts=5,
-        # ... and for a bound user, out of its pod's own cluster into the service's.
-        retry_priority=RetryPolicyRetryPriority(
-            name="envoy.retry_priorities.previous_priorities",
-            typed_config=Any.pack(PreviousPrioritiesConfig(update_frequency=1)),
-        ),
     )
 
 
@@ -609,23 +507,20 @@ def build_listener(
                 ),
             )
         ],
-        # All but the router are off unless a route turns them on (the fallback route does):
-        # Envoy then does not even create them for a bound user's request.
         http_filters=[
+            HttpFilter(name=HEADER_MUTATION_FILTER, typed_config=Any.pack(HeaderMutation())),
+            HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=Any.pack(_ext_authz(uid_headers))),
             HttpFilter(
-                name=HEADER_MUTATION_FILTER,
-                typed_config=Any.pack(HeaderMutation()),
-                disabled=True,
-            ),
-            HttpFilter(
-                name=EXT_AUTHZ_FILTER,
-                typed_config=Any.pack(_ext_authz(uid_headers)),
-                disabled=True,
-            ),
-            HttpFilter(
-                name=STATEFUL_SESSION_FILTER,
-                disabled=True,
-                typed_config=Any.pack(_stateful_session()),
+                name="envoy.filters.http.stateful_session",
+                typed_config=Any.pack(
+                    StatefulSession(
+                        session_state=TypedExtensionConfig(
+                            name="envoy.http.stateful_session.header",
+                            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
+                        ),
+                        strict=False,  # a failed pod's users go to another pod, not to an error
+                    )
+                ),
             ),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
@@ -643,16 +538,6 @@ def build_listener(
                 ]
             )
         ],
-    )
-
-
-def _stateful_session() -> StatefulSession:
-    return StatefulSession(
-        session_state=TypedExtensionConfig(
-            name="envoy.http.stateful_session.header",
-            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
-        ),
-        strict=False,  # a failed pod's users go to another pod, not to an error
     )
 
 

@@ -12,8 +12,8 @@ from controlplane.signals.envoy_events import (
     parse_health_event,
     parse_host_stats,
     parse_outlier_event,
+    service_of,
 )
-from controlplane.xds.naming import service_of
 
 EJECT = {
     "type": "CONSECUTIVE_5XX",
@@ -83,9 +83,8 @@ def test_host_stats_read_zero_stats_that_envoy_leaves_out() -> None:
     )
 
 
-def test_a_service_and_its_pods_clusters_all_name_the_service() -> None:
-    for cluster in ("demo/echo", "demo/echo/pod-3", "demo/echo/pod-3/sticky"):
-        assert service_of(cluster) == ("demo", "echo")
+def test_only_namespace_slash_name_clusters_are_services() -> None:
+    assert service_of("demo/echo") == ("demo", "echo")
     assert service_of("stateful-route.miss-path") is None
 
 

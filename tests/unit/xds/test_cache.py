@@ -40,22 +40,10 @@ def test_a_snapshot_holds_every_type_for_every_service() -> None:
     snapshot = cache.snapshot(ADS)
     assert list(snapshot.type(res.CLUSTER).resources) == [
         "a/b",
-        "a/b/pod-0",
-        "a/b/pod-0/sticky",
         "games/lobby",
-        "games/lobby/pod-0",
-        "games/lobby/pod-0/sticky",
-        "games/lobby/pod-1",
-        "games/lobby/pod-1/sticky",
         MISS_PATH_CLUSTER,
     ]
-    assert list(snapshot.type(res.ENDPOINT).resources) == [
-        "a/b",
-        "a/b/pod-0",
-        "games/lobby",
-        "games/lobby/pod-0",
-        "games/lobby/pod-1",
-    ]
+    assert list(snapshot.type(res.ENDPOINT).resources) == ["a/b", "games/lobby"]
     assert list(snapshot.type(res.LISTENER).resources) == ["stateful-route"]
     assert list(snapshot.type(res.ROUTE).resources) == ["stateful-route"]
 
@@ -73,30 +61,6 @@ def test_a_pod_change_renders_only_that_service_endpoints() -> None:
     old, new = before.type(res.ENDPOINT), after.type(res.ENDPOINT)
     assert new.resources["a/b"] is old.resources["a/b"]
     assert new.versions["games/lobby"] != old.versions["games/lobby"]
-    # Its own cluster keeps a draining pod for the users bound to it.
-    assert new.resources["games/lobby/pod-1"] is old.resources["games/lobby/pod-1"]
-
-
-def test_a_failed_pod_leaves_its_own_cluster_and_no_other_pods() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    cache = cache_with(lobby)
-    before = cache.snapshot(ADS).type(res.ENDPOINT)
-    cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.EJECTED))})
-    after = cache.snapshot(ADS).type(res.ENDPOINT)
-    assert after.resources["games/lobby/pod-0"] is before.resources["games/lobby/pod-0"]
-    own = json.loads(after.resources["games/lobby/pod-1"].json)
-    assert own["endpoints"][0]["lbEndpoints"][0]["healthStatus"] == "UNHEALTHY"
-
-
-def test_a_pod_that_leaves_takes_its_clusters_along() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    cache = cache_with(lobby, service_state("a", "b", [1]))
-    cache.snapshot(ADS)
-    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods[:1], lobby.routes)})
-    snapshot = cache.snapshot(ADS)
-    assert not [n for n in snapshot.type(res.CLUSTER).resources if "lobby/pod-1" in n]
-    assert "games/lobby/pod-1" not in snapshot.type(res.ENDPOINT).resources
-    assert "a/b/pod-0/sticky" in snapshot.type(res.CLUSTER).resources
 
 
 def test_a_sticky_route_change_reaches_every_group_and_kind() -> None:
@@ -141,12 +105,7 @@ def test_node_groups_see_their_namespaces_and_their_listener_port() -> None:
         node_groups={"blue": {"listener_port": 11000, "namespaces": ["blue"]}},
     )
     blue = cache.snapshot(SnapshotKey("blue", res.SourceKind.ADS))
-    assert list(blue.type(res.CLUSTER).resources) == [
-        "blue/api",
-        "blue/api/pod-0",
-        "blue/api/pod-0/sticky",
-        MISS_PATH_CLUSTER,
-    ]
+    assert list(blue.type(res.CLUSTER).resources) == ["blue/api", MISS_PATH_CLUSTER]
     assert blue.type(res.LISTENER).version != cache.snapshot(ADS).type(res.LISTENER).version
 
 
@@ -201,14 +160,17 @@ def test_one_changed_user_reuses_every_other_users_entry() -> None:
 
 
 def test_a_snapshot_whose_clusters_lack_endpoints_is_refused() -> None:
-    state = service_state("a", "b", [1])
     cluster = render(
-        res.CLUSTER, "a/b", res.build_cluster(state.service, res.config_source(res.SourceKind.ADS))
+        res.CLUSTER,
+        "a/b",
+        res.build_cluster(
+            service_state("a", "b", [1]).service, res.config_source(res.SourceKind.ADS)
+        ),
     )
     with pytest.raises(InconsistentSnapshot):
         _check_consistent(
             {res.CLUSTER: {"a/b": cluster}, res.ENDPOINT: {}, res.LISTENER: {}, res.ROUTE: {}},
-            [state],
+            [],
         )
 
 
