@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from controlplane.domain import PodHealth, PodState, ServiceState, Strategy
 from controlplane.xds import resources as res
 from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.render import render
 from tests.support.state import service_state
 
 ADS_SOURCE = res.config_source(res.SourceKind.ADS)
@@ -137,6 +139,12 @@ def test_envoy_health_check_events_go_to_the_file_the_control_plane_follows() ->
     cluster = res.build_cluster(state.service, ADS_SOURCE, "/var/log/envoy/hc.log").to_dict()
     [sink] = cluster["healthChecks"][0]["eventLogger"]
     assert sink["typedConfig"]["eventLogPath"] == "/var/log/envoy/hc.log"
+
+
+def test_the_rest_json_of_a_cluster_spells_field_names_as_envoy_reads_them() -> None:
+    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE)
+    as_json = json.loads(render(res.CLUSTER, cluster.name, cluster).json)
+    assert as_json["outlierDetection"]["consecutive5xx"] == 5
 
 
 def test_the_miss_path_cluster_prefers_ipv4() -> None:
