@@ -170,7 +170,7 @@ def draw_plots(results: dict[str, Any], docs: Path) -> list[str]:
         made.append(CONVERGENCE_PLOT)
 
     series = scenarios.get("data_path", {}).get("series", {})
-    sizes = sorted({int(k.rsplit("_", 1)[1]) for k in series if k.startswith("rps_")})
+    sizes = sorted({int(k.rsplit("_", 1)[1]) for k in series})
     if sizes:
         fig, ax = plt.subplots(figsize=(9, 4))
         width = 0.2
