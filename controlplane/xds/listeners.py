@@ -37,19 +37,26 @@ class XdsListeners:
         self._grpc: Server | None = None
 
     async def start(self) -> None:
+        # The port is taken first (Envoy reaches the miss path on it), but nothing is answered
+        # until the state is loaded: a poll served from the empty cache would have a restarted
+        # control plane tell Envoy that every service is gone.
+        sock = _bind(self.host, self.rest_port)
+        try:
+            self.rest_port = sock.getsockname()[1]
+            settings = self.xds.settings
+            self.xds.cache.miss_path = (
+                settings.miss_path_host or self.host,
+                settings.miss_path_port or self.rest_port,
+            )
+            await self.xds.start()
+        except BaseException:
+            sock.close()
+            raise
         app = web.Application(client_max_size=_MAX_REST_BODY)
         app.router.add_routes([*self.xds.routes(), *self._extra_routes])
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.rest_port).start()
-        self.rest_port = self._runner.addresses[0][1]
-        # Envoy reaches the miss path on this listener unless settings name another address.
-        settings = self.xds.settings
-        self.xds.cache.miss_path = (
-            settings.miss_path_host or self.host,
-            settings.miss_path_port or self.rest_port,
-        )
-        await self.xds.start()
+        await web.SockSite(self._runner, sock).start()
         self._grpc = Server([self.xds.ads])
         await self._grpc.start(self.host, self.grpc_port)
         # grpclib does not expose the bound port; its asyncio server does.
@@ -63,3 +70,14 @@ class XdsListeners:
             await self._grpc.wait_closed()
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    return sock

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from controlplane.domain import ServiceState
+from controlplane.runtime.ports import free_port
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.naming import MISS_PATH_CLUSTER
 from tests.support.state import MemoryStateSource, service_state
@@ -91,5 +93,35 @@ async def test_shutdown_releases_held_requests() -> None:
         await stack.xds.stop()
         status, _ = await asyncio.wait_for(held, 1.0)
         assert status == 304
+    finally:
+        await stack.stop()
+
+
+class SlowSource(MemoryStateSource):
+    """A source whose first full load waits until released (a slow Redis at start-up)."""
+
+    def __init__(self, states: list[ServiceState]) -> None:
+        super().__init__(states)
+        self.release = asyncio.Event()
+
+    async def service_states(self) -> list[ServiceState]:
+        await self.release.wait()
+        return await super().service_states()
+
+
+async def test_nothing_is_answered_before_the_state_is_loaded() -> None:
+    source = SlowSource([service_state("games", "lobby", [9000])])
+    stack = XdsStack(source)
+    stack.rest_port = free_port()
+    starting = asyncio.create_task(stack.start())
+    await asyncio.sleep(0.2)
+    # An answer now would come from the empty cache: every service gone, for a restarted plane.
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await post(stack, "clusters", {"node": NODE})
+    source.release.set()
+    await starting
+    try:
+        _, body = await post(stack, "clusters", {"node": NODE})
+        assert "games/lobby" in {r["name"] for r in json.loads(body)["resources"]}
     finally:
         await stack.stop()
