@@ -65,7 +65,8 @@ class SignalsSettings(BaseModel):
     outlier_event_log: Path | None = None
     # Envoy's envoy.health_check.event_sink.file path.
     health_event_log: Path | None = None
-    log_poll_s: float = Field(default=0.1, gt=0)
+    # How often the logs are looked at: a pod Envoy ejected is failed over this much later.
+    log_poll_s: float = Field(default=0.02, gt=0)
     # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections.
     envoy_admin_urls: list[str] = Field(default_factory=list)
     stats_poll_s: float = Field(default=2.0, gt=0)

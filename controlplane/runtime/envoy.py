@@ -23,6 +23,7 @@ import aiohttp
 import yaml
 
 XDS_CLUSTER = "xds_cluster"
+FILE_FLUSH_INTERVAL_MS = 10
 
 
 def find_envoy_binary() -> str:
@@ -128,6 +129,9 @@ class EnvoyProcess:
                 "--use-dynamic-base-id",
                 "--admin-address-path", str(self._address_path),
                 "--log-path", str(self.log_path),
+                # Event logs (outlier ejections, health checks) reach their files this often;
+                # Envoy's default, 10 s, would hold a pod's ejection from the control plane.
+                "--file-flush-interval-msec", str(FILE_FLUSH_INTERVAL_MS),
                 "-l", self.log_level,
                 *self.extra_args,
             ],

@@ -143,7 +143,7 @@ class EventLogTail:
         parse: Callable[[str], HostSignal | None],
         manager: StatefulRouteManager,
         *,
-        poll_s: float = 0.1,
+        poll_s: float = 0.02,
     ) -> None:
         self.path = path
         self._parse = parse
