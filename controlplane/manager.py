@@ -122,6 +122,9 @@ class StatefulRouteManager:
         self._pending: dict[ServiceKey, dict[str, int]] = {}
         # Pods being drained at a rate: the task moving their users away.
         self._drainers: dict[tuple[ServiceKey, int], asyncio.Task[None]] = {}
+        # One evacuation of a pod at a time: the failure that starts one and the periodic
+        # reconcile must not split its users between two events.
+        self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -515,8 +518,10 @@ class StatefulRouteManager:
             for index, pod in sorted(view.pods.items()):
                 if pod.state in FAILED and view.users.get(index, 0):
                     reason = pod.health.reason or pod.state.value
-                    event = await self._evacuate(view, index, reason, FailoverType.POD_FAILURE)
-                    moved += event.affected_users
+                    event = await self._evacuate(
+                        view, index, reason, FailoverType.POD_FAILURE, leftovers=True
+                    )
+                    moved += event.affected_users if event else 0
         return moved
 
     def expire_routes(self) -> int:
@@ -616,9 +621,23 @@ class StatefulRouteManager:
         return None if binding is None else binding.pod
 
     async def _evacuate(
-        self, view: _ServiceView, index: int, reason: str, kind: FailoverType
-    ) -> FailoverEvent:
-        """Move every user of pod ``index`` to eligible pods and record one event."""
+        self,
+        view: _ServiceView,
+        index: int,
+        reason: str,
+        kind: FailoverType,
+        *,
+        leftovers: bool = False,
+    ) -> FailoverEvent | None:
+        """Move every user of pod ``index`` to eligible pods and record one event (with
+        ``leftovers``, only if it found users to move: another evacuation may have just run)."""
+        lock = self._evacuations.setdefault((view.service.key, index), asyncio.Lock())
+        async with lock:
+            return await self._evacuate_now(view, index, reason, kind, leftovers)
+
+    async def _evacuate_now(
+        self, view: _ServiceView, index: int, reason: str, kind: FailoverType, leftovers: bool
+    ) -> FailoverEvent | None:
         moved: dict[int, int] = {}
         sample: list[str] = []
         for _ in range(_MAX_FAILOVER_PASSES):
@@ -634,6 +653,8 @@ class StatefulRouteManager:
             while batch := [uid async for uid in _take(users, _MOVE_BATCH)]:
                 candidates = await self._move_batch(view, index, batch, candidates, moved, sample)
         total = sum(moved.values())
+        if leftovers and not total:
+            return None
         log.info(
             "failover service=%s pod=%d moved=%d reason=%r", view.service.key, index, total, reason
         )

@@ -108,6 +108,31 @@ async def test_failure_of_an_already_failed_pod_moves_nobody_twice(
     assert [e.type for e in history] == [FailoverType.POD_FAILURE]
 
 
+async def test_a_reconcile_during_a_failover_leaves_every_user_to_its_one_event(
+    make_service: MakeService,
+) -> None:
+    manager = await make_service(weights=(1, 1, 1))
+    await bind_users(manager, 3000)
+    on_failed = (await manager.get_service_load_status(NS, SVC))[1].bound_users
+
+    changes: asyncio.Queue[object] = asyncio.Queue()
+    manager.add_listener(changes.put_nowait)
+
+    async def reconcile_once_failed() -> int:  # once the pod is marked, before it is emptied
+        while (await manager.get_service_load_status(NS, SVC))[1].state is not PodState.DOWN:
+            await changes.get()
+        return await manager.reconcile()
+
+    event, reconciled = await asyncio.gather(
+        manager.handle_pod_failure(NS, SVC, 1), reconcile_once_failed()
+    )
+    assert event is not None
+    assert event.affected_users == on_failed
+    assert reconciled == 0
+    history = await manager.get_failover_history(NS, SVC)
+    assert [(e.type, e.affected_users) for e in history] == [(FailoverType.POD_FAILURE, on_failed)]
+
+
 async def test_migrate_moves_one_user_and_records_it(make_service: MakeService) -> None:
     manager = await make_service()
     result = await manager.route_request(RouteRequest(namespace=NS, service=SVC, uid="alice"))
