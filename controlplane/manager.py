@@ -42,6 +42,7 @@ from controlplane.domain import (
     check_pod_index,
     check_uid,
 )
+from controlplane.domain.envoy_settings import ENVOY_MAX_EJECTION_S
 from controlplane.domain.models import SAMPLE_SIZE
 from controlplane.domain.sticky import StickyTable
 from controlplane.errors import (
@@ -92,7 +93,12 @@ class _ServiceView:
     @property
     def thresholds(self) -> Thresholds:
         check = self.service.settings.health_check
-        return Thresholds(healthy=check.healthy_threshold, unhealthy=check.unhealthy_threshold)
+        od = self.service.settings.envoy.outlier_detection
+        return Thresholds(
+            healthy=check.healthy_threshold,
+            unhealthy=check.unhealthy_threshold,
+            max_ejection_s=od.max_ejection_s if od else ENVOY_MAX_EJECTION_S,
+        )
 
 
 class StatefulRouteManager:

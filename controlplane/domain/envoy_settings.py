@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # no setting can make a resource Envoy (or its Duration type) cannot hold.
 UINT32 = 2**32 - 1
 DAY_S = 86_400.0
+ENVOY_MAX_EJECTION_S = 300.0
 
 
 class OutlierDetectionSettings(BaseModel):
@@ -29,6 +30,12 @@ class OutlierDetectionSettings(BaseModel):
     interval_s: float = Field(default=10.0, gt=0, le=DAY_S)
     base_ejection_time_s: float = Field(default=30.0, gt=0, le=DAY_S)
     max_ejection_percent: int = Field(default=50, ge=0, le=100)
+
+    @property
+    def max_ejection_s(self) -> float:
+        """The longest Envoy holds a pod ejected: its max_ejection_time, left at its default
+        (300 s, or the base ejection time if that is longer)."""
+        return max(ENVOY_MAX_EJECTION_S, self.base_ejection_time_s)
 
 
 class ActiveHealthCheckSettings(BaseModel):

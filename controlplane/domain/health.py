@@ -15,14 +15,21 @@ Rules:
 - An operator's ``recover`` makes any pod HEALTHY at once.
 - Envoy un-ejecting a pod counts as one passed check (Envoy may un-eject a pod that answers
   its health check while failing real requests, so it never skips RECOVERING).
+- A pod Envoy ejected is not HEALTHY again before Envoy un-ejects it (or the longest
+  ejection Envoy allows has passed, should the word be lost), however many checks it passes:
+  until then Envoy balances no request to it, and would not report its next death (an ejected
+  pod is not ejected again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from controlplane.domain.envoy_settings import ENVOY_MAX_EJECTION_S
 
 
 class PodState(StrEnum):
@@ -67,12 +74,16 @@ class PodHealth(BaseModel):
     # Times of recent failures, oldest first, for flap damping.
     recent_failures: tuple[float, ...] = ()
     reason: str = ""
+    # When Envoy's outlier detection last ejected the pod, until it un-ejects it.
+    ejected_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     healthy: int = 2
     unhealthy: int = 3
+    # Envoy un-ejects a pod within this long (its max_ejection_time).
+    max_ejection_s: float = ENVOY_MAX_EJECTION_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +115,8 @@ def apply_signal(
 ) -> Transition:
     """Apply one health signal to a pod and return its new health (pure)."""
     state = health.state
-    if signal is HealthSignal.RECOVER:
+    if signal is HealthSignal.RECOVER:  # the operator knows better than Envoy's ejection too
+        health = health.model_copy(update={"ejected_at": None})
         return _to(health, PodState.HEALTHY, now, reason, recovered=state is not PodState.HEALTHY)
     if signal is HealthSignal.DRAIN:
         if state is PodState.DRAINING:
@@ -113,8 +125,13 @@ def apply_signal(
     if signal is HealthSignal.FAIL:
         return _fail(health, PodState.DOWN, now, reason)
     if signal is HealthSignal.EJECTED:
-        return _fail(health, PodState.EJECTED, now, reason)
-    if signal in (HealthSignal.CHECK_PASSED, HealthSignal.UNEJECTED):
+        transition = _fail(health, PodState.EJECTED, now, reason)
+        ejected = transition.health.model_copy(update={"ejected_at": now})
+        return dataclasses.replace(transition, health=ejected)
+    if signal is HealthSignal.UNEJECTED:
+        health = health.model_copy(update={"ejected_at": None})
+        return _passed(health, now, thresholds, reason)
+    if signal is HealthSignal.CHECK_PASSED:
         return _passed(health, now, thresholds, reason)
     return _check_failed(health, now, thresholds, reason)
 
@@ -128,7 +145,8 @@ def _passed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) 
             state, health.model_copy(update={"passes": health.passes + 1, "failures": 0})
         )
     passes = health.passes + 1 if state is PodState.RECOVERING else 1
-    if passes >= recovery_passes(health, thresholds, now):
+    ejected = health.ejected_at is not None and now - health.ejected_at < thresholds.max_ejection_s
+    if passes >= recovery_passes(health, thresholds, now) and not ejected:
         return _to(health, PodState.HEALTHY, now, reason, passes=passes, recovered=True)
     return _to(health, PodState.RECOVERING, now, reason, passes=passes)
 
@@ -158,6 +176,7 @@ def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Trans
         failures=health.failures + 1,
         recent_failures=recent[-MAX_RECOVERY_FACTOR:],
         reason=reason,
+        ejected_at=health.ejected_at,
     )
     # A recovering pod took no users, so failing it again moves nobody; it still counts as a flap.
     return Transition(health.state, new, failed=health.state is not PodState.RECOVERING)

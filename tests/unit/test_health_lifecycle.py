@@ -60,6 +60,42 @@ def test_envoy_unejecting_counts_as_one_pass_not_a_recovery() -> None:
     assert transitions[-1].health.state is PodState.RECOVERING
 
 
+def test_a_pod_envoy_ejected_passes_no_check_into_health_before_envoy_unejects_it() -> None:
+    passed = [HealthSignal.CHECK_PASSED] * 5
+    transitions = run([HealthSignal.EJECTED, *passed, HealthSignal.UNEJECTED])
+    assert [t.health.state for t in transitions] == [
+        PodState.EJECTED, *[PodState.RECOVERING] * 5, PodState.HEALTHY
+    ]  # fmt: skip
+    assert transitions[-1].recovered
+
+
+def test_a_pod_envoy_ejected_is_still_held_out_after_falling_back_down() -> None:
+    signals = [HealthSignal.EJECTED, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_FAILED]
+    transitions = run([*signals, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED])
+    assert transitions[2].health.state is PodState.DOWN
+    assert transitions[-1].health.state is PodState.RECOVERING
+
+
+def test_a_pod_that_failed_its_checks_needs_no_word_from_envoy() -> None:
+    transitions = run([HealthSignal.FAIL, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED])
+    assert transitions[-1].health.ejected_at is None
+    assert transitions[-1].health.state is PodState.HEALTHY
+
+
+def test_an_operator_recover_overrides_envoys_ejection() -> None:
+    [_, recover] = run([HealthSignal.EJECTED, HealthSignal.RECOVER])
+    assert recover.health.state is PodState.HEALTHY
+    assert recover.health.ejected_at is None
+
+
+def test_a_lost_unejection_holds_a_pod_out_no_longer_than_envoys_longest_ejection() -> None:
+    thresholds = Thresholds(healthy=1, max_ejection_s=60.0)
+    ejected = apply_signal(PodHealth(), HealthSignal.EJECTED, 0.0, thresholds).health
+    early = apply_signal(ejected, HealthSignal.CHECK_PASSED, 59.0, thresholds)
+    late = apply_signal(early.health, HealthSignal.CHECK_PASSED, 61.0, thresholds)
+    assert (early.health.state, late.health.state) == (PodState.RECOVERING, PodState.HEALTHY)
+
+
 def test_a_flapping_pod_needs_more_passes_to_recover() -> None:
     flaps = [HealthSignal.FAIL, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_PASSED] * 2
     transitions = run([*flaps, HealthSignal.FAIL] + [HealthSignal.CHECK_PASSED] * 5)
