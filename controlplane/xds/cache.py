@@ -126,7 +126,7 @@ class _Parts:
     state: ServiceState
     endpoints_input: tuple[tuple[int, str, int, int, PodState], ...] | None = None
     endpoints: Rendered | None = None
-    host_input: tuple[tuple[tuple[int, str], ...], Mapping[str, int]] | None = None
+    host_input: tuple[tuple[int, ...], Mapping[str, int]] | None = None
     host: Fragment | None = None
     sticky: StickyHost | None = None
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
@@ -301,7 +301,7 @@ class SnapshotCache:
         state = parts.state
         if parts.sticky is None or parts.sticky.service != state.service:
             parts.sticky, parts.host = StickyHost(state.service), None
-        fingerprint = (tuple((p.index, p.address) for p in state.pods), state.routes)
+        fingerprint = (tuple(p.index for p in state.pods), state.routes)
         if parts.host is None or parts.host_input != fingerprint:
             parts.host = parts.sticky.render(state.pods, state.routes)
             parts.host_input = fingerprint

@@ -17,9 +17,11 @@ ROUTE_CONFIG_NAME = "stateful-route"
 # The control plane as Envoy's ext_authz server; no "/", so no service cluster can take it.
 MISS_PATH_CLUSTER = "stateful-route.miss-path"
 MISS_PATH_PREFIX = "/ext_authz"
-# Set by a user's route, or by the miss path's answer: base64 of the pod's "ip:port", read by
-# Envoy's stateful_session filter. Stripped from client requests before routing.
+# Set by the miss path's answer: base64 of the pod's "ip:port", read by Envoy's stateful_session
+# filter. Stripped from client requests before routing.
 SESSION_HEADER = "x-stateful-route-host"
+# The endpoint metadata key (under "envoy.lb") of a pod's subset, named by its users' routes.
+POD_SUBSET_KEY = "pod"
 # Set by a service's fallback route so the miss path knows the service. Stripped likewise.
 SERVICE_HEADER = "x-stateful-route-service"
 

@@ -8,21 +8,24 @@ How a request finds its user's pod (docs/architecture.md tells it in full):
 - Envoy first strips the two internal headers a client might forge (``SESSION_HEADER``,
   ``SERVICE_HEADER``).
 - A user in the service's virtual host ``matcher`` (an exact map on the uid header) gets a route
-  that sets ``SESSION_HEADER`` to its pod's address and skips ext_authz.
-- Anyone else gets the fallback route, which names the service in ``SERVICE_HEADER`` and lets
-  ext_authz ask the control plane (the miss path); the answer carries ``SESSION_HEADER``.
-- The stateful_session filter sends the request to the host in ``SESSION_HEADER`` while that
-  host is healthy or draining, else the cluster's own load balancer picks one.
+  whose metadata names its pod: the cluster's subset load balancer holds one subset per pod
+  that keeps its users (``POD_SUBSET_KEY`` on the endpoint), so the request goes there. A pod
+  that failed loses its label in the EDS, and its users' requests fall back to the cluster's
+  own balancer until their new routes arrive. Such a request runs no filter but the router.
+- Anyone else gets the fallback route, the only one that turns the other filters on: it names
+  the service in ``SERVICE_HEADER`` and lets ext_authz ask the control plane (the miss path);
+  the answer carries ``SESSION_HEADER``, and the stateful_session filter sends the request to
+  that host while it is healthy or draining, else the cluster's own balancer picks one.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import (
     CircuitBreakers,
     CircuitBreakersThresholds,
@@ -33,6 +36,9 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDnsLookupFamily,
     ClusterEdsClusterConfig,
     ClusterLbPolicy,
+    ClusterLbSubsetConfig,
+    ClusterLbSubsetConfigLbSubsetFallbackPolicy,
+    ClusterLbSubsetConfigLbSubsetSelector,
     OutlierDetection,
 )
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
@@ -53,6 +59,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HealthStatus,
     HealthStatusSet,
     HttpUri,
+    Metadata,
     SocketAddress,
     TypedExtensionConfig,
 )
@@ -64,7 +71,9 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
+    FilterConfig,
     RetryPolicy,
+    RetryPolicyRetryBackOff,
     RetryPolicyRetryHostPredicate,
     Route,
     RouteAction,
@@ -87,7 +96,10 @@ from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
     Mutations,
 )
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import StatefulSession
+from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import (
+    StatefulSession,
+    StatefulSessionPerRoute,
+)
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpFilter,
@@ -110,7 +122,7 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
     ListStringMatcher,
     StringMatcher,
 )
-from envoy_data_plane.google.protobuf import Any
+from envoy_data_plane.google.protobuf import Any, Struct, Value
 from envoy_data_plane.xds.core.v3 import TypedExtensionConfig as XdsTypedExtensionConfig
 from envoy_data_plane.xds.type.matcher.v3 import Matcher as XdsMatcher
 from envoy_data_plane.xds.type.matcher.v3 import (
@@ -125,6 +137,7 @@ from controlplane.xds.naming import (
     LISTENER_NAME,
     MISS_PATH_CLUSTER,
     MISS_PATH_PREFIX,
+    POD_SUBSET_KEY,
     ROUTE_CONFIG_NAME,
     SERVICE_HEADER,
     SESSION_HEADER,
@@ -150,6 +163,9 @@ _LB_POLICY = {
 _HASHED = frozenset({ClusterLbPolicy.RING_HASH, ClusterLbPolicy.MAGLEV})
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
+STATEFUL_SESSION_FILTER = "envoy.filters.http.stateful_session"
+# Endpoint and route metadata the subset load balancer reads.
+LB_METADATA = "envoy.lb"
 MISS_PATH_TIMEOUT_S = 1.0
 
 _HEALTH_STATUS = {
@@ -162,7 +178,9 @@ _HEALTH_STATUS = {
 }
 
 
-# Hosts a session header may pin a request to; anything else falls back to the balancer.
+# Hosts a session header may pin a request to (a draining pod keeps its users); anything else,
+# e.g. a pod Envoy has just ejected, falls back to the balancer. The control plane does not
+# place users on a pod Envoy still ejects (domain.health), so the two agree.
 _SESSION_HOST_STATUSES = [
     HealthStatus.UNKNOWN,
     HealthStatus.HEALTHY,
@@ -224,8 +242,19 @@ def build_cluster(
         )
     common = ClusterCommonLbConfig(
         consistent_hashing_lb_config=hashing,
-        # A draining pod keeps its bound users: their session header may still name it.
         override_host_status=HealthStatusSet(statuses=_SESSION_HOST_STATUSES),
+    )
+    # One subset per labelled pod, for its bound users' routes. A single-host subset is a
+    # lookup with no balancer behind it, and it ignores the host's health on purpose: a
+    # draining pod keeps its users, and a failed pod loses its label, not its health flag.
+    # Routes naming no (or a vanished) label get the cluster's own balancer.
+    subsets = ClusterLbSubsetConfig(
+        fallback_policy=ClusterLbSubsetConfigLbSubsetFallbackPolicy.ANY_ENDPOINT,
+        subset_selectors=[
+            ClusterLbSubsetConfigLbSubsetSelector(
+                keys=[POD_SUBSET_KEY], single_host_per_subset=True
+            )
+        ],
     )
     return Cluster(
         name=cluster_name(service.key),
@@ -234,6 +263,7 @@ def build_cluster(
         connect_timeout=_seconds(envoy.connect_timeout_s),
         lb_policy=policy,
         common_lb_config=common,
+        lb_subset_config=subsets,
         circuit_breakers=_circuit_breakers(envoy),
         outlier_detection=_outlier_detection(envoy),
         health_checks=_health_checks(envoy, health_event_log),
@@ -298,10 +328,21 @@ def health_status(state: PodState) -> HealthStatus:
     return _HEALTH_STATUS[state]
 
 
+def pod_label(index: int) -> str:
+    """The value of ``POD_SUBSET_KEY`` that pod ``index``'s endpoint and its users' routes carry."""
+    return str(index)
+
+
+def _pod_metadata(index: int) -> Metadata:
+    label = Struct(fields={POD_SUBSET_KEY: Value(string_value=pod_label(index))})
+    return Metadata(filter_metadata={LB_METADATA: label})
+
+
 def build_load_assignment(
     key: ServiceKey, pods: Sequence[Pod], weights: Mapping[int, int]
 ) -> ClusterLoadAssignment:
-    """Every pod of a service as an endpoint with its balancer weight and health status."""
+    """Every pod of a service as an endpoint with its balancer weight and health status, and
+    its subset label while its bound users may reach it."""
     return ClusterLoadAssignment(
         cluster_name=cluster_name(key),
         endpoints=[
@@ -313,6 +354,7 @@ def build_load_assignment(
                             hostname=f"pod-{pod.index}",
                         ),
                         health_status=health_status(pod.state),
+                        metadata=_pod_metadata(pod.index) if pod.keeps_bound_users else None,
                         load_balancing_weight=weights[pod.index],
                     )
                     for pod in sorted(pods, key=lambda p: p.index)
@@ -332,17 +374,20 @@ def load_assignment_json(
     Endpoints change with every weight and health change, and betterproto2's ``to_dict``
     costs milliseconds per call; the tests hold the two forms equal.
     """
-    endpoints = [
-        {
+    endpoints: list[dict[str, object]] = []
+    for pod in sorted(pods, key=lambda p: p.index):
+        endpoint: dict[str, object] = {
             "endpoint": {
                 "address": {"socketAddress": {"address": pod.host, "portValue": pod.port}},
                 "hostname": f"pod-{pod.index}",
             },
             "healthStatus": health_status(pod.state).name,
-            "loadBalancingWeight": weights[pod.index],
         }
-        for pod in sorted(pods, key=lambda p: p.index)
-    ]
+        if pod.keeps_bound_users:
+            label = {POD_SUBSET_KEY: pod_label(pod.index)}
+            endpoint["metadata"] = {"filterMetadata": {LB_METADATA: label}}
+        endpoint["loadBalancingWeight"] = weights[pod.index]
+        endpoints.append(endpoint)
     assignment: dict[str, object] = {"clusterName": cluster_name(key)}
     if endpoints:
         assignment["endpoints"] = [{"lbEndpoints": endpoints}]
@@ -358,18 +403,15 @@ def build_virtual_host(
     (``sticky_host``), which the tests check against this.
     """
     host, shared = build_host_head(service)
-    host.retry_policy, host.typed_per_filter_config = (
-        shared.retry_policy,
-        shared.typed_per_filter_config,
-    )
-    addresses = {pod.index: pod for pod in pods}
-    users = {uid: addresses[pod] for uid, pod in routes.items() if pod in addresses}
+    host.retry_policy = shared.retry_policy
+    indexes = {pod.index for pod in pods}
+    users = {uid: index for uid, index in routes.items() if index in indexes}
     tree = None
     if users:  # Envoy rejects an empty map
         tree = MatcherMatcherTree(
             input=uid_input(service),
             exact_match_map=MatcherMatcherTreeMatchMap(
-                map={uid: sticky_on_match(service, pod) for uid, pod in users.items()}
+                map={uid: sticky_on_match(service, index) for uid, index in users.items()}
             ),
         )
     host.matcher = XdsMatcher(matcher_tree=tree, on_no_match=fallback_on_match(service))
@@ -380,15 +422,12 @@ def build_host_head(service: Service) -> tuple[VirtualHost, VirtualHost]:
     """The virtual host without its matcher, as the fields serialized before the matcher
     (name, domains) and those after it (protobuf merges the two halves into one message).
 
-    What every route of the service shares (the retry policy; the miss path off) is said once
-    here: a user's map entry then carries only what differs, its pod (Envoy keeps one route
-    object per entry, so their size is Envoy's memory and cache footprint).
+    What every user's route shares (the retry policy) is said once here: a user's map entry
+    then carries only what differs, its pod's label (Envoy keeps one route object per entry,
+    so their size is Envoy's memory and cache footprint).
     """
     domains = [*service_domains(service.key), *service.settings.domains]
-    shared = VirtualHost(
-        retry_policy=_retry_policy(service),
-        typed_per_filter_config={EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(disabled=True))},
-    )
+    shared = VirtualHost(retry_policy=_retry_policy(service))
     return VirtualHost(name=cluster_name(service.key), domains=domains), shared
 
 
@@ -400,46 +439,54 @@ def uid_input(service: Service) -> XdsTypedExtensionConfig:
     )
 
 
-def sticky_on_match(service: Service, pod: Pod) -> MatcherOnMatch:
-    """The route of a user bound to ``pod``: pin the session to it, skip the miss path."""
-    session = base64.b64encode(pod.address.encode()).decode()
-    return _on_match(service, {HEADER_MUTATION_FILTER: _set_header(SESSION_HEADER, session)})
+def sticky_on_match(service: Service, index: int) -> MatcherOnMatch:
+    """The route of a user bound to pod ``index``: to that pod's subset of the cluster."""
+    action = _route_action(service)
+    action.metadata_match = _pod_metadata(index)
+    return _on_match(action, {})
 
 
 def fallback_on_match(service: Service) -> MatcherOnMatch:
-    """The route of anyone else: ask the miss path, naming the service so it can place them."""
+    """The route of anyone else: ask the miss path, naming the service so it can place them,
+    and pin the request to the pod it answers. The only route that turns those filters on."""
+    action = _route_action(service)
+    action.retry_policy = _retry_policy(service, to_another_pod=True)
     return _on_match(
-        service,
+        action,
         {
-            EXT_AUTHZ_FILTER: Any.pack(ExtAuthzPerRoute(check_settings=CheckSettings())),
-            HEADER_MUTATION_FILTER: _set_header(SERVICE_HEADER, str(service.key)),
+            EXT_AUTHZ_FILTER: _enable(ExtAuthzPerRoute(check_settings=CheckSettings())),
+            HEADER_MUTATION_FILTER: _enable(_set_header(SERVICE_HEADER, str(service.key))),
+            # (Envoy refuses an empty per-route config, so the listener's is said again.)
+            STATEFUL_SESSION_FILTER: _enable(
+                StatefulSessionPerRoute(stateful_session=_stateful_session())
+            ),
         },
     )
 
 
-def _on_match(service: Service, per_filter: dict[str, Any]) -> MatcherOnMatch:
-    route = Route(
-        match=RouteMatch(prefix="/"),
-        route=_route_action(service),
-        typed_per_filter_config=per_filter,
+def _enable(per_route: betterproto2.Message) -> Any:
+    """Turn on, for one route, a filter the listener declares off by default."""
+    return Any.pack(FilterConfig(config=Any.pack(per_route)))
+
+
+def _on_match(action: RouteAction, per_filter: dict[str, Any]) -> MatcherOnMatch:
+    route = Route(match=RouteMatch(prefix="/"), route=action, typed_per_filter_config=per_filter)
+    return MatcherOnMatch(
+        action=XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
     )
-    action = XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
-    return MatcherOnMatch(action=action)
 
 
-def _set_header(name: str, value: str) -> Any:
-    return Any.pack(
-        HeaderMutationPerRoute(
-            mutations=Mutations(
-                request_mutations=[
-                    MutationRulesHeaderMutation(
-                        append=HeaderValueOption(
-                            header=HeaderValue(key=name, value=value),
-                            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-                        )
+def _set_header(name: str, value: str) -> HeaderMutationPerRoute:
+    return HeaderMutationPerRoute(
+        mutations=Mutations(
+            request_mutations=[
+                MutationRulesHeaderMutation(
+                    append=HeaderValueOption(
+                        header=HeaderValue(key=name, value=value),
+                        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
                     )
-                ]
-            )
+                )
+            ]
         )
     )
 
@@ -460,21 +507,30 @@ def _route_action(service: Service) -> RouteAction:
     )
 
 
-def _retry_policy(service: Service) -> RetryPolicy:
+def _retry_policy(service: Service, *, to_another_pod: bool = False) -> RetryPolicy:
+    """Retries of failures before a pod saw the request.
+
+    A bound user's retry needs no plugin: its pod's subset holds that pod alone, and once the
+    pod has failed its label is gone and the backed-off retry finds the cluster's balancer.
+    Retry plugins are made afresh for every request (about 3% of a proxy core measured here),
+    so only the fallback route, pinned by a session header, asks for another pod.
+    """
     retry = service.settings.envoy.retry
-    return RetryPolicy(
+    policy = RetryPolicy(
         retry_on=retry.retry_on,
         num_retries=retry.num_retries,
         per_try_timeout=_seconds(retry.per_try_timeout_s) if retry.per_try_timeout_s else None,
-        # A retry goes to another pod: the session's pod may be the one that just died.
-        retry_host_predicate=[
+        retry_back_off=RetryPolicyRetryBackOff(base_interval=_seconds(retry.back_off_base_s)),
+    )
+    if to_another_pod:
+        policy.retry_host_predicate = [
             RetryPolicyRetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=Any.pack(PreviousHostsPredicate()),
             )
-        ],
-        host_selection_retry_max_attempts=5,
-    )
+        ]
+        policy.host_selection_retry_max_attempts = 5
+    return policy
 
 
 def build_route_configuration() -> RouteConfiguration:
@@ -507,20 +563,23 @@ def build_listener(
                 ),
             )
         ],
+        # All but the router are off unless a route turns them on (the fallback route does):
+        # Envoy then does not even create them for a bound user's request.
         http_filters=[
-            HttpFilter(name=HEADER_MUTATION_FILTER, typed_config=Any.pack(HeaderMutation())),
-            HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=Any.pack(_ext_authz(uid_headers))),
             HttpFilter(
-                name="envoy.filters.http.stateful_session",
-                typed_config=Any.pack(
-                    StatefulSession(
-                        session_state=TypedExtensionConfig(
-                            name="envoy.http.stateful_session.header",
-                            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
-                        ),
-                        strict=False,  # a failed pod's users go to another pod, not to an error
-                    )
-                ),
+                name=HEADER_MUTATION_FILTER,
+                typed_config=Any.pack(HeaderMutation()),
+                disabled=True,
+            ),
+            HttpFilter(
+                name=EXT_AUTHZ_FILTER,
+                typed_config=Any.pack(_ext_authz(uid_headers)),
+                disabled=True,
+            ),
+            HttpFilter(
+                name=STATEFUL_SESSION_FILTER,
+                typed_config=Any.pack(_stateful_session()),
+                disabled=True,
             ),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
@@ -538,6 +597,16 @@ def build_listener(
                 ]
             )
         ],
+    )
+
+
+def _stateful_session() -> StatefulSession:
+    return StatefulSession(
+        session_state=TypedExtensionConfig(
+            name="envoy.http.stateful_session.header",
+            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
+        ),
+        strict=False,  # a pod that failed meanwhile: the cluster's balancer, not an error
     )
 
 

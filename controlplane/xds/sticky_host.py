@@ -24,7 +24,6 @@ from controlplane.xds.wire import field, field_header
 _VHOST_MATCHER, _TREE, _ON_NO_MATCH = 21, 2, 3
 _INPUT, _EXACT_MAP, _MAP, _KEY, _VALUE = 1, 2, 1, 1, 2
 
-_PodKey = tuple[int, str]  # (index, address): a moved pod needs its routes rendered again
 _HASH_SPACE = 1 << 64
 
 
@@ -37,32 +36,30 @@ class StickyHost:
         self._head, self._shared = Fragment(front), Fragment(back)
         self._input = Fragment(res.uid_input(service))
         self._fallback = Fragment(res.fallback_on_match(service))
-        self._routes: dict[_PodKey, Fragment] = {}
-        self._keys: dict[str, _PodKey] = {}  # uid -> the pod its entry routes to
+        self._routes: dict[int, Fragment] = {}  # pod index -> its users' route
+        self._keys: dict[str, int] = {}  # uid -> the pod its entry routes to
         self._entries: dict[str, bytes] = {}  # uid -> its map entry, as MatchMap field bytes
         self._hashes: dict[str, int] = {}
         self._map_length = 0
         self._hash_sum = 0  # order-free: the same users and pods give the same version
 
     def render(self, pods: Sequence[Pod], routes: Mapping[str, int]) -> Fragment:
-        keys = {pod.index: (pod.index, pod.address) for pod in pods}
-        by_key = {keys[pod.index]: pod for pod in pods}
         self._routes = {
-            key: self._routes.get(key) or Fragment(res.sticky_on_match(self.service, by_key[key]))
-            for key in by_key
+            pod.index: self._routes.get(pod.index)
+            or Fragment(res.sticky_on_match(self.service, pod.index))
+            for pod in pods
         }
         for uid in self._keys.keys() - routes.keys():
             self._drop(uid)
         for uid, index in routes.items():
-            key = keys.get(index)
-            if key is None:  # a route to a pod that is gone: the miss path will place the user
+            if index not in self._routes:  # a pod that is gone: the miss path places the user
                 if uid in self._keys:
                     self._drop(uid)
-            elif self._keys.get(uid) != key:
-                self._put(uid, key)
+            elif self._keys.get(uid) != index:
+                self._put(uid, index)
         return self._assemble()
 
-    def _put(self, uid: str, key: _PodKey) -> None:
+    def _put(self, uid: str, key: int) -> None:
         """Add or replace a user's entry (a replaced one keeps its place in the map)."""
         entry = field(_MAP, field(_KEY, uid.encode()) + field(_VALUE, self._routes[key].proto))
         hashed = int.from_bytes(blake2b(entry, digest_size=8).digest(), "big")

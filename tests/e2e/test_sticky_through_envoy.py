@@ -6,11 +6,12 @@ The demo pods count each user's requests: a user moved to another pod starts aga
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from controlplane.misspath import session_value
-from controlplane.runtime.stack import LocalStack
+from controlplane.runtime.stack import NAMESPACE, SERVICE, LocalStack
 from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
 
 from .conftest import SERVICE_PATH, Client
@@ -138,7 +139,91 @@ async def test_users_of_a_killed_pod_are_served_elsewhere_and_rebound(
     finally:
         await stack.restart_pod(failed)
 
-        async def recovered() -> bool:
-            return (await client.pods())[failed]["state"] == "healthy"
+        await until_healthy(client, failed)
 
-        await client.until(recovered, timeout_s=10)
+
+async def envoy_health(stack: LocalStack) -> dict[int, dict[str, Any]]:
+    """Each pod's health flags as Envoy holds them now."""
+    assert stack.envoy is not None
+    clusters = (await stack.envoy.clusters())["cluster_statuses"]
+    [service] = [c for c in clusters if c["name"] == f"{NAMESPACE}/{SERVICE}"]
+    ports = {port: pod for pod, port in enumerate(stack.pod_ports)}
+    return {
+        ports[host["address"]["socket_address"]["port_value"]]: host["health_status"]
+        for host in service["host_statuses"]
+    }
+
+
+async def ejected_by_envoy(stack: LocalStack) -> set[int]:
+    """The pods Envoy's outlier detection holds ejected now."""
+    health = await envoy_health(stack)
+    return {pod for pod, flags in health.items() if flags.get("failed_outlier_check")}
+
+
+async def kill_until_rebound(client: Client, stack: LocalStack, prefix: str) -> tuple[int, float]:
+    """Kill a pod Envoy holds healthy while its users keep asking: the pod, and the seconds
+    until no user is bound to it."""
+    pod = min(set(range(len(stack.pods))) - await ejected_by_envoy(stack))
+    victims = [f"{prefix}-{i}" for i in range(20)]
+    for uid in victims:  # placed there whatever its load
+        await client.admin("PUT", f"{SERVICE_PATH}/users/{uid}", {"pod": pod})
+    await client.until(lambda: client.routed_by_envoy(victims))
+    stack.pods[pod].kill()
+    answers = await bind(client, victims)
+    assert pod not in answers.values()
+
+    async def rebound() -> bool:
+        return (await client.pods())[pod]["bound_users"] == 0
+
+    return pod, await client.until(rebound, timeout_s=5)
+
+
+async def until_healthy(client: Client, pod: int) -> None:
+    async def healthy() -> bool:
+        return (await client.pods())[pod]["state"] == "healthy"
+
+    # Envoy holds a killed pod ejected for base_ejection_time_s (10 s here) before the
+    # control plane may take it back.
+    await client.until(healthy, timeout_s=25)
+
+
+async def test_pods_dying_one_after_another_are_each_failed_over_at_once(
+    client: Client, stack: LocalStack
+) -> None:
+    # Envoy writes its event logs out every 10 s unless told otherwise: only its first
+    # ejection would reach the control plane at once.
+    killed = []
+    try:
+        for prefix in ("first-death", "second-death"):
+            pod, took = await kill_until_rebound(client, stack, prefix)
+            killed.append(pod)
+            await stack.restart_pod(pod)
+            assert took <= 2.0
+    finally:
+        await asyncio.gather(*(until_healthy(client, pod) for pod in killed))
+
+
+async def test_a_restarted_pod_takes_users_again_once_envoy_takes_it_back(
+    client: Client, stack: LocalStack
+) -> None:
+    pod, _ = await kill_until_rebound(client, stack, "before-comeback")
+    await stack.restart_pod(pod)
+    await asyncio.sleep(3)  # the control plane's own checks (every 1 s) pass by now
+    assert pod in await ejected_by_envoy(stack)
+    assert (await client.pods())[pod]["state"] == "recovering"
+    await until_healthy(client, pod)
+    assert pod not in await ejected_by_envoy(stack)
+
+    async def endpoint_back() -> bool:  # the control plane's word reached Envoy
+        return (await envoy_health(stack))[pod].get("eds_health_status") == "HEALTHY"
+
+    await client.until(endpoint_back, timeout_s=2)
+
+    async def user(uid: str) -> list[tuple[int, int]]:
+        return [((a := await client.ask(uid))["pod"], a["count"]) for _ in range(3)]
+
+    uids = [f"after-comeback-{i}" for i in range(80)]
+    runs = await asyncio.gather(*(user(uid) for uid in uids))
+    for uid, run in zip(uids, runs, strict=True):
+        assert run == [(run[0][0], 1), (run[0][0], 2), (run[0][0], 3)], f"{uid}: {run}"
+    assert any(run[0][0] == pod for run in runs)  # the emptied pod takes newcomers first

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 
 from controlplane.domain import PodHealth, PodState, ServiceState, Strategy
 from controlplane.xds import resources as res
-from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.naming import POD_SUBSET_KEY, SERVICE_HEADER, SESSION_HEADER
 from controlplane.xds.render import render
 from tests.support.state import service_state
 
@@ -37,6 +36,35 @@ def test_endpoint_health_follows_the_pod_lifecycle(state: PodState, status: str)
     assert endpoint["loadBalancingWeight"] == 5
 
 
+@pytest.mark.parametrize(
+    ("state", "labelled"),
+    [
+        (PodState.HEALTHY, True),
+        (PodState.SUSPECT, True),
+        (PodState.DRAINING, True),
+        (PodState.EJECTED, False),
+        (PodState.DOWN, False),
+        (PodState.RECOVERING, False),
+    ],
+)
+def test_a_pod_carries_its_subset_label_while_it_keeps_its_bound_users(
+    state: PodState, labelled: bool
+) -> None:
+    service = service_state("games", "lobby", [9000, 9001])
+    pod = service.pods[1].model_copy(update={"health": PodHealth(state=state)})
+    assignment = res.build_load_assignment(service.service.key, [pod], {1: 1}).to_dict()
+    endpoint = assignment["endpoints"][0]["lbEndpoints"][0]
+    label = endpoint.get("metadata", {}).get("filterMetadata", {}).get("envoy.lb")
+    assert label == ({POD_SUBSET_KEY: "1"} if labelled else None)
+
+
+def test_each_labelled_pod_is_a_subset_of_its_own_and_other_routes_use_the_balancer() -> None:
+    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
+    subsets = cluster["lbSubsetConfig"]
+    assert subsets["fallbackPolicy"] == "ANY_ENDPOINT"
+    assert subsets["subsetSelectors"] == [{"keys": [POD_SUBSET_KEY], "singleHostPerSubset": True}]
+
+
 def fallback_route(state: ServiceState) -> dict[str, Any]:
     host = res.build_virtual_host(state.service, state.pods, {}).to_dict()
     route: dict[str, Any] = host["matcher"]["onNoMatch"]["action"]["typedConfig"]
@@ -59,16 +87,26 @@ def test_least_request_services_carry_no_hash_policy() -> None:
     assert "hashPolicy" not in fallback_route(state)["route"]
 
 
-def test_retries_of_every_route_of_a_service_go_to_another_pod() -> None:
-    state = service_state("games", "lobby", [9000])
+def test_bound_users_retry_with_no_plugin_and_backed_off_long_enough_for_a_failover() -> None:
+    state = service_state("games", "lobby", [9000], envoy={"retry": {"back_off_base_s": 0.2}})
     retry = res.build_virtual_host(state.service, state.pods, {}).to_dict()["retryPolicy"]
     assert retry["retryOn"] == "connect-failure,refused-stream"
+    assert retry["numRetries"] == 5
+    assert retry["retryBackOff"] == {"baseInterval": "0.200s"}
+    assert "retryHostPredicate" not in retry
+
+
+def test_the_fallback_route_retries_on_another_pod() -> None:
+    retry = fallback_route(service_state("games", "lobby", [9000]))["route"]["retryPolicy"]
     assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+    assert retry["retryBackOff"] == {"baseInterval": "0.100s"}
 
 
-def test_a_draining_pod_may_still_be_a_sessions_host() -> None:
+def test_a_session_may_pin_a_draining_pod_but_not_one_envoy_ejected() -> None:
     cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
-    assert "DRAINING" in cluster["commonLbConfig"]["overrideHostStatus"]["statuses"]
+    statuses = set(cluster["commonLbConfig"]["overrideHostStatus"]["statuses"])
+    assert "DRAINING" in statuses
+    assert "UNHEALTHY" not in statuses
 
 
 def test_protections_are_configurable_per_service() -> None:
@@ -84,29 +122,30 @@ def test_protections_are_configurable_per_service() -> None:
     assert cluster["circuitBreakers"]["thresholds"][0]["maxRequests"] == 7
 
 
-def test_bound_users_are_pinned_to_their_pod_and_skip_the_miss_path() -> None:
+def test_bound_users_route_to_their_pods_subset_with_no_filter_on() -> None:
     state = service_state("games", "lobby", [9000, 9001])
     host = res.build_virtual_host(state.service, state.pods, {"bob": 1}).to_dict()
     tree = host["matcher"]["matcherTree"]
     assert tree["input"]["typedConfig"]["headerName"] == "x-uid"
     route = tree["exactMatchMap"]["map"]["bob"]["action"]["typedConfig"]
-    per_filter = route["typedPerFilterConfig"]
-    # The miss path is off for the whole virtual host; only the fallback route turns it on.
-    assert host["typedPerFilterConfig"]["envoy.filters.http.ext_authz"]["disabled"] is True
-    assert set(per_filter) == {"envoy.filters.http.header_mutation"}
-    [mutation] = per_filter["envoy.filters.http.header_mutation"]["mutations"]["requestMutations"]
-    header = mutation["append"]["header"]
-    assert header["key"] == SESSION_HEADER
-    assert base64.b64decode(header["value"]).decode() == state.pods[1].address
+    assert route["route"]["cluster"] == "games/lobby"
+    assert route["route"]["metadataMatch"] == {
+        "filterMetadata": {"envoy.lb": {POD_SUBSET_KEY: "1"}}
+    }
+    assert "typedPerFilterConfig" not in route
+    assert "typedPerFilterConfig" not in host
 
 
-def test_everyone_else_names_the_service_for_the_miss_path() -> None:
+def test_everyone_else_turns_on_the_miss_path_naming_the_service_and_the_session_pin() -> None:
     state = service_state("games", "lobby", [9000])
-    route = fallback_route(state)
-    assert route["typedPerFilterConfig"]["envoy.filters.http.ext_authz"]["checkSettings"] == {}
-    mutations = route["typedPerFilterConfig"]["envoy.filters.http.header_mutation"]["mutations"]
+    per_filter = fallback_route(state)["typedPerFilterConfig"]
+    enabled = {name: config["config"] for name, config in per_filter.items()}
+    assert enabled["envoy.filters.http.ext_authz"]["checkSettings"] == {}
+    mutations = enabled["envoy.filters.http.header_mutation"]["mutations"]
     header = mutations["requestMutations"][0]["append"]["header"]
     assert (header["key"], header["value"]) == (SERVICE_HEADER, "games/lobby")
+    session = enabled["envoy.filters.http.stateful_session"]["statefulSession"]
+    assert session["sessionState"]["typedConfig"]["name"] == SESSION_HEADER
 
 
 def test_with_no_bound_user_the_matcher_has_no_map() -> None:
@@ -120,12 +159,13 @@ def test_the_listener_strips_internal_headers_and_sends_uid_headers_to_the_miss_
     manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
     early = manager["earlyHeaderMutationExtensions"][0]["typedConfig"]["mutations"]
     assert {m["remove"] for m in early} == {SESSION_HEADER, SERVICE_HEADER}
-    filters = [f["name"] for f in manager["httpFilters"]]
+    filters = [(f["name"], f.get("disabled", False)) for f in manager["httpFilters"]]
+    # Off unless a route turns them on: a bound user's request runs the router alone.
     assert filters == [
-        "envoy.filters.http.header_mutation",
-        "envoy.filters.http.ext_authz",
-        "envoy.filters.http.stateful_session",
-        "envoy.filters.http.router",
+        ("envoy.filters.http.header_mutation", True),
+        ("envoy.filters.http.ext_authz", True),
+        ("envoy.filters.http.stateful_session", True),
+        ("envoy.filters.http.router", False),
     ]
     authz = manager["httpFilters"][1]["typedConfig"]
     allowed = {p["exact"] for p in authz["allowedHeaders"]["patterns"]}
