@@ -65,6 +65,10 @@ ReplicaListener = Callable[[ServiceKey, dict[str, int | None] | None], None]
 _MOVE_BATCH = 500
 _MAX_PENDING_BINDS = 100_000
 _MAX_FAILOVER_PASSES = 5
+# A pod back in service (recovered, added, moved) takes no new user for this long while another
+# pod can: the miss path pins a new user's first request to its pod, and Envoy honours the pin
+# only once the push that tells it the endpoint is serving again has arrived.
+_SETTLE_S = 1.0
 
 
 @dataclass(slots=True)
@@ -131,6 +135,8 @@ class StatefulRouteManager:
         # One evacuation of a pod at a time: the failure that starts one and the periodic
         # reconcile must not split its users between two events.
         self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
+        # When each pod last came back into service (see _SETTLE_S).
+        self._back: dict[ServiceKey, dict[int, float]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -173,6 +179,8 @@ class StatefulRouteManager:
         """Register a pod, or change its address and weight (its health is kept)."""
         view = await self._service_view(namespace, service)
         current = view.pods.get(pod.index)
+        if current is None or current.address != pod.address:
+            self._back.setdefault(view.service.key, {})[pod.index] = self._clock()
         if current is not None:
             pod = pod.model_copy(update={"health": current.health, "load": current.load})
         elif pod.health.since == 0:
@@ -229,13 +237,25 @@ class StatefulRouteManager:
                 self._seen.setdefault(key, {})[uid] = now
                 self._route(key, uid, bound, now)
                 return _result(pod, strategy, new=False)
-        target = view.balancer(strategy).pick(view.candidates(), uid)
+        target = view.balancer(strategy).pick(self._placeable(view), uid)
         winner, created = await self._place(view, uid, bound, target)
         if created:
             view.users[winner] = view.users.get(winner, 0) + 1
         pod = view.pods.get(winner) or self._pod(await self._view(key, fresh=True), winner)
         self._route(key, uid, winner, self._clock())
         return _result(pod, strategy, new=created)
+
+    def _placeable(self, view: _ServiceView) -> list[Candidate]:
+        """The candidates for a new user: pods back in service within ``_SETTLE_S`` sit out
+        while another pod can take the user."""
+        candidates = view.candidates()
+        now = self._clock()
+        back = self._back.get(view.service.key, {})
+        settling = {index for index, at in back.items() if now - at < _SETTLE_S}
+        if not settling:
+            return candidates
+        settled = [c for c in candidates if c.index not in settling]
+        return settled if any(c.eligible for c in settled) else candidates
 
     def _route_without_redis(
         self, key: ServiceKey, request: RouteRequest, error: RedisError
@@ -380,6 +400,7 @@ class StatefulRouteManager:
         elif transition.failed:
             log.info("failover_left_to_leader service=%s pod=%d", key, index)
         elif transition.recovered:
+            self._back.setdefault(key, {})[index] = now
             await self._record(view, FailoverType.POD_RECOVERY, pod=index, reason=reason)
         elif signal is HealthSignal.DRAIN and transition.changed:
             users = view.users.get(index, 0)

@@ -9,8 +9,10 @@ import pytest
 from controlplane.domain import (
     FailoverType,
     HealthReport,
+    Pod,
     PodState,
     RouteRequest,
+    Service,
     Strategy,
 )
 from controlplane.errors import InvalidInput, PodNotEligible, UnknownPod
@@ -175,6 +177,36 @@ async def test_drained_pod_keeps_its_users_but_takes_no_new_ones(
     assert status[1].bound_users == 15
     [event] = await manager.get_failover_history(NS, SVC)
     assert (event.type, event.affected_users) == (FailoverType.POD_DRAINED, 5)
+
+
+async def test_a_pod_back_in_service_takes_new_users_once_envoy_can_have_heard_of_it(
+    store: Store,
+) -> None:
+    now = [1000.0]
+    manager = StatefulRouteManager(store, clock=lambda: now[0])
+    await manager.register_service(Service(namespace=NS, name=SVC))
+    for index in range(3):
+        await manager.upsert_pod(NS, SVC, Pod(index=index, host="127.0.0.1", port=9000 + index))
+    now[0] += 2
+    await manager.handle_pod_failure(NS, SVC, 0)
+    await manager.recover_pod(NS, SVC, 0)
+    await bind_users(manager, 30, prefix="early")
+    assert (await manager.get_service_load_status(NS, SVC))[0].bound_users == 0
+    now[0] += 2  # the push that tells Envoy the pod serves again has gone out
+    await bind_users(manager, 30, prefix="later")
+    assert (await manager.get_service_load_status(NS, SVC))[0].bound_users > 0
+    await manager.close()
+
+
+async def test_a_pod_back_in_service_takes_new_users_at_once_when_no_other_pod_can(
+    make_service: MakeService,
+) -> None:
+    manager = await make_service(weights=(1, 1))
+    await manager.handle_pod_failure(NS, SVC, 0)
+    await manager.recover_pod(NS, SVC, 0)
+    await manager.drain_pod(NS, SVC, 1)
+    await bind_users(manager, 10)
+    assert (await manager.get_service_load_status(NS, SVC))[0].bound_users == 10
 
 
 async def test_recover_moves_nobody_back_unless_asked_to_rebalance(
