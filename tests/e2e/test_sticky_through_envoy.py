@@ -6,7 +6,6 @@ The demo pods count each user's requests: a user moved to another pod starts aga
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
@@ -138,26 +137,20 @@ async def test_users_of_a_killed_pod_are_served_elsewhere_and_rebound(
         assert failures[0]["affected_users"] == on_failed
     finally:
         await stack.restart_pod(failed)
-
         await until_healthy(client, failed)
 
 
-async def envoy_health(stack: LocalStack) -> dict[int, dict[str, Any]]:
-    """Each pod's health flags as Envoy holds them now."""
+async def ejected_by_envoy(stack: LocalStack) -> set[int]:
+    """The pods Envoy's outlier detection holds ejected now."""
     assert stack.envoy is not None
     clusters = (await stack.envoy.clusters())["cluster_statuses"]
     [service] = [c for c in clusters if c["name"] == f"{NAMESPACE}/{SERVICE}"]
     ports = {port: pod for pod, port in enumerate(stack.pod_ports)}
     return {
-        ports[host["address"]["socket_address"]["port_value"]]: host["health_status"]
+        ports[host["address"]["socket_address"]["port_value"]]
         for host in service["host_statuses"]
+        if host["health_status"].get("failed_outlier_check")
     }
-
-
-async def ejected_by_envoy(stack: LocalStack) -> set[int]:
-    """The pods Envoy's outlier detection holds ejected now."""
-    health = await envoy_health(stack)
-    return {pod for pod, flags in health.items() if flags.get("failed_outlier_check")}
 
 
 async def kill_until_rebound(client: Client, stack: LocalStack, prefix: str) -> tuple[int, float]:
