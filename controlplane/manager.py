@@ -65,9 +65,10 @@ ReplicaListener = Callable[[ServiceKey, dict[str, int | None] | None], None]
 _MOVE_BATCH = 500
 _MAX_PENDING_BINDS = 100_000
 _MAX_FAILOVER_PASSES = 5
-# A pod back in service (recovered, added, moved) takes no new user for this long while another
-# pod can: the miss path pins a new user's first request to its pod, and Envoy honours the pin
-# only once the push that tells it the endpoint is serving again has arrived.
+# A recovered pod takes no new user for this long while another pod can: the miss path pins a
+# new user's first request to its pod, and Envoy honours the pin only once the push that tells
+# it the endpoint is serving again has arrived. (Not pods just added: a control plane starting
+# registers them one by one, and each leaving the settle in turn would draw every new user.)
 _SETTLE_S = 1.0
 
 
@@ -135,8 +136,8 @@ class StatefulRouteManager:
         # One evacuation of a pod at a time: the failure that starts one and the periodic
         # reconcile must not split its users between two events.
         self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
-        # When each pod last came back into service (see _SETTLE_S).
-        self._back: dict[ServiceKey, dict[int, float]] = {}
+        # When each pod last recovered (see _SETTLE_S).
+        self._recovered_at: dict[ServiceKey, dict[int, float]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -179,8 +180,6 @@ class StatefulRouteManager:
         """Register a pod, or change its address and weight (its health is kept)."""
         view = await self._service_view(namespace, service)
         current = view.pods.get(pod.index)
-        if current is None or current.address != pod.address:
-            self._back.setdefault(view.service.key, {})[pod.index] = self._clock()
         if current is not None:
             pod = pod.model_copy(update={"health": current.health, "load": current.load})
         elif pod.health.since == 0:
@@ -246,12 +245,12 @@ class StatefulRouteManager:
         return _result(pod, strategy, new=created)
 
     def _placeable(self, view: _ServiceView) -> list[Candidate]:
-        """The candidates for a new user: pods back in service within ``_SETTLE_S`` sit out
-        while another pod can take the user."""
+        """The candidates for a new user: pods recovered within ``_SETTLE_S`` sit out while
+        another pod can take the user."""
         candidates = view.candidates()
         now = self._clock()
-        back = self._back.get(view.service.key, {})
-        settling = {index for index, at in back.items() if now - at < _SETTLE_S}
+        recovered = self._recovered_at.get(view.service.key, {})
+        settling = {index for index, at in recovered.items() if now - at < _SETTLE_S}
         if not settling:
             return candidates
         settled = [c for c in candidates if c.index not in settling]
@@ -400,7 +399,7 @@ class StatefulRouteManager:
         elif transition.failed:
             log.info("failover_left_to_leader service=%s pod=%d", key, index)
         elif transition.recovered:
-            self._back.setdefault(key, {})[index] = now
+            self._recovered_at.setdefault(key, {})[index] = now
             await self._record(view, FailoverType.POD_RECOVERY, pod=index, reason=reason)
         elif signal is HealthSignal.DRAIN and transition.changed:
             users = view.users.get(index, 0)

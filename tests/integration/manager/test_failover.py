@@ -179,7 +179,7 @@ async def test_drained_pod_keeps_its_users_but_takes_no_new_ones(
     assert (event.type, event.affected_users) == (FailoverType.POD_DRAINED, 5)
 
 
-async def test_a_pod_back_in_service_takes_new_users_once_envoy_can_have_heard_of_it(
+async def test_a_recovered_pod_takes_new_users_once_envoy_can_have_heard_of_it(
     store: Store,
 ) -> None:
     now = [1000.0]
@@ -187,7 +187,6 @@ async def test_a_pod_back_in_service_takes_new_users_once_envoy_can_have_heard_o
     await manager.register_service(Service(namespace=NS, name=SVC))
     for index in range(3):
         await manager.upsert_pod(NS, SVC, Pod(index=index, host="127.0.0.1", port=9000 + index))
-    now[0] += 2
     await manager.handle_pod_failure(NS, SVC, 0)
     await manager.recover_pod(NS, SVC, 0)
     await bind_users(manager, 30, prefix="early")
@@ -198,7 +197,7 @@ async def test_a_pod_back_in_service_takes_new_users_once_envoy_can_have_heard_o
     await manager.close()
 
 
-async def test_a_pod_back_in_service_takes_new_users_at_once_when_no_other_pod_can(
+async def test_a_recovered_pod_takes_new_users_at_once_when_no_other_pod_can(
     make_service: MakeService,
 ) -> None:
     manager = await make_service(weights=(1, 1))
