@@ -136,8 +136,6 @@ class StatefulRouteManager:
         # One evacuation of a pod at a time: the failure that starts one and the periodic
         # reconcile must not split its users between two events.
         self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
-        # When each pod last recovered (see _SETTLE_S).
-        self._recovered_at: dict[ServiceKey, dict[int, float]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
@@ -249,8 +247,11 @@ class StatefulRouteManager:
         another pod can take the user."""
         candidates = view.candidates()
         now = self._clock()
-        recovered = self._recovered_at.get(view.service.key, {})
-        settling = {index for index, at in recovered.items() if now - at < _SETTLE_S}
+        settling = {
+            index
+            for index, pod in view.pods.items()
+            if pod.health.recovered_at is not None and now - pod.health.recovered_at < _SETTLE_S
+        }
         if not settling:
             return candidates
         settled = [c for c in candidates if c.index not in settling]
@@ -399,7 +400,6 @@ class StatefulRouteManager:
         elif transition.failed:
             log.info("failover_left_to_leader service=%s pod=%d", key, index)
         elif transition.recovered:
-            self._recovered_at.setdefault(key, {})[index] = now
             await self._record(view, FailoverType.POD_RECOVERY, pod=index, reason=reason)
         elif signal is HealthSignal.DRAIN and transition.changed:
             users = view.users.get(index, 0)

@@ -23,7 +23,6 @@ Rules:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -76,6 +75,8 @@ class PodHealth(BaseModel):
     reason: str = ""
     # When Envoy's outlier detection last ejected the pod, until it un-ejects it.
     ejected_at: float | None = None
+    # When the pod last became HEALTHY again after a failure or a drain (None: never).
+    recovered_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,8 @@ def apply_signal(
     if signal is HealthSignal.FAIL:
         return _fail(health, PodState.DOWN, now, reason)
     if signal is HealthSignal.EJECTED:
-        transition = _fail(health, PodState.EJECTED, now, reason)
-        ejected = transition.health.model_copy(update={"ejected_at": now})
-        return dataclasses.replace(transition, health=ejected)
+        health = health.model_copy(update={"ejected_at": now})
+        return _fail(health, PodState.EJECTED, now, reason)
     if signal is HealthSignal.UNEJECTED:
         health = health.model_copy(update={"ejected_at": None})
         return _passed(health, now, thresholds, reason)
@@ -200,6 +200,7 @@ def _to(
             "passes": passes,
             "failures": failures,
             "reason": reason or health.reason if target is health.state else reason,
+            "recovered_at": now if recovered else health.recovered_at,
         }
     )
     return Transition(health.state, new, recovered=recovered)
