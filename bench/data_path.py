@@ -1,12 +1,12 @@
 """Data path: bound users through our Envoy config vs plain Envoy round robin, same pods.
 
 Ours: Envoy (ADS from the real xDS server and snapshot cache) with N users in the service's
-exact-match map on ``x-uid``; every request names a bound user, so Envoy pins it to its pod
-(header mutation + stateful_session) without asking the miss path. Baseline in the same run:
-the same Envoy binary with one static route to a ROUND_ROBIN cluster over the same pods. Both
-proxies run one worker thread on the same core; the pods are one C++ Envoy answering a fixed
-body per port (far faster than the proxy, unlike the Python demo pods); wrk sends the load with
-a Lua script that sets ``x-uid`` from the list of bound users.
+exact-match map on ``x-uid``; every request names a bound user, so Envoy routes it to its
+pod's single-host subset (no filter but the router) without asking the miss path. Baseline in
+the same run: the same Envoy binary with one static route to a ROUND_ROBIN cluster over the
+same pods. Both proxies run one worker thread on the same core; the pods are one C++ Envoy
+answering a fixed body per port (far faster than the proxy, unlike the Python demo pods); wrk
+sends the load with a Lua script that sets ``x-uid`` from the list of bound users.
 
 Two ways of comparing, each round in turn:
 - shared core (the figure the target applies to): baseline and ours loaded at the same time,
