@@ -435,18 +435,42 @@ class StatefulRouteManager:
         move_users_per_s: float | None = None,
     ) -> Transition:
         """No new users for the pod. Its bound users stay until idle, or, with
-        ``move_users_per_s``, move to other pods at that rate in the background."""
+        ``move_users_per_s``, move to other pods at that rate in the background.
+
+        The rate is kept with the pod's health, and only the leader moves the users: at once
+        if it is this replica, else from its next ``reconcile`` (also after a leader change).
+        """
         if move_users_per_s is not None and not move_users_per_s > 0:
             raise InvalidInput("move_users_per_s must be above 0", field="move_users_per_s")
         transition = await self.signal_pod(namespace, service, index, HealthSignal.DRAIN, reason)
-        key = ServiceKey(namespace, service)
-        if move_users_per_s is not None and not self._drainers.get((key, index)):
-            task = asyncio.create_task(
-                self._drain_at_rate(key, index, move_users_per_s), name=f"drain-{key}-{index}"
-            )
-            self._drainers[key, index] = task
-            task.add_done_callback(lambda _: self._drainers.pop((key, index), None))
+        if move_users_per_s is None:
+            return transition
+        rate = move_users_per_s
+
+        def with_rate(pod: Pod) -> tuple[Pod, bool]:
+            if pod.state is not PodState.DRAINING:  # recovered or failed meanwhile
+                return pod, False
+            health = pod.health.model_copy(update={"drain_rate": rate})
+            return pod.model_copy(update={"health": health}), True
+
+        view = await self._service_view(namespace, service)
+        updated = await self.store.registry.update_pod(view.keys, index, with_rate)
+        if updated is not None and updated[1]:
+            transition = replace(transition, health=updated[0].health)
+            view.pods[index] = updated[0]
+            if self.is_leader():
+                self._start_drainer(view.service.key, index, rate)
         return transition
+
+    def _start_drainer(self, key: ServiceKey, index: int, per_second: float) -> None:
+        """Move the draining pod's users away at ``per_second`` unless a mover already does."""
+        if self._drainers.get((key, index)):
+            return
+        task = asyncio.create_task(
+            self._drain_at_rate(key, index, per_second), name=f"drain-{key}-{index}"
+        )
+        self._drainers[key, index] = task
+        task.add_done_callback(lambda _: self._drainers.pop((key, index), None))
 
     async def recover_pod(
         self,
@@ -535,7 +559,8 @@ class StatefulRouteManager:
         """Move the users still bound to failed pods (the leader's job); returns users moved.
 
         Catches failures another replica saw (it marks the pod, the leader moves its users)
-        and moves that a crash interrupted.
+        and moves that a crash interrupted. Also starts the movers of pods drained at a rate
+        (through another replica, or before this one led), which run in the background.
         """
         moved = 0
         for key in await self.store.registry.service_keys():
@@ -548,6 +573,9 @@ class StatefulRouteManager:
                         view, index, reason, FailoverType.POD_FAILURE, leftovers=True
                     )
                     moved += event.affected_users if event else 0
+                rate = pod.health.drain_rate
+                if pod.state is PodState.DRAINING and rate and view.users.get(index, 0):
+                    self._start_drainer(key, index, rate)
         return moved
 
     def expire_routes(self) -> int:
@@ -716,24 +744,35 @@ class StatefulRouteManager:
         ]
 
     async def _drain_at_rate(self, key: ServiceKey, index: int, per_second: float) -> None:
-        """Move a draining pod's users away, ``per_second`` at most, until it is empty."""
+        """Move a draining pod's users away at ``per_second`` until it is empty (or this
+        replica stops leading, or the pod stops draining).
+
+        User k (from 1) moves at start + k / per_second on the monotonic clock: N users take
+        N / per_second seconds at any rate, and a late step catches up rather than drifting.
+        """
         moved: dict[int, int] = {}
         sample: list[str] = []
-        tick_s = 0.1
-        per_tick = max(1, math.ceil(per_second * tick_s))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done = 0
         view = await self._view(key, fresh=True)
         try:
-            while view.pods.get(index) and view.pods[index].state is PodState.DRAINING:
+            while True:
+                await asyncio.sleep(max(0.0, start + (done + 1) / per_second - loop.time()))
+                view = await self._view(key, fresh=True)
+                pod = view.pods.get(index)
+                if not self.is_leader() or pod is None or pod.state is not PodState.DRAINING:
+                    break
                 candidates = view.candidates(exclude=index)
                 if not any(c.eligible for c in candidates):
                     break
+                due = math.floor((loop.time() - start) * per_second) - done
                 users = self.store.bindings.users_of(view.keys, index)
-                batch = [uid async for uid in _take(users, per_tick)]
+                batch = [uid async for uid in _take(users, min(max(due, 1), _MOVE_BATCH))]
                 if not batch:
                     break
                 await self._move_batch(view, index, batch, candidates, moved, sample)
-                await asyncio.sleep(tick_s * len(batch) / per_tick)
-                view = await self._view(key, fresh=True)
+                done += len(batch)
         finally:
             if moved:
                 total = sum(moved.values())

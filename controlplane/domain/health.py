@@ -9,7 +9,8 @@ Rules:
 - A failed pod that passes a check becomes RECOVERING; ``healthy_threshold`` consecutive passes
   (more for a pod that flaps, see ``recovery_passes``) make it HEALTHY again (a *recovery*).
   A failed check while RECOVERING sends it back to DOWN without a second failure.
-- An operator's ``drain`` makes any pod DRAINING: no new users, bound users keep it.
+- An operator's ``drain`` makes any pod DRAINING: no new users, bound users keep it (or, with
+  a ``drain_rate``, the leader moves them away at that rate). Leaving DRAINING forgets the rate.
   Checks never un-drain it, but failing checks or an ejection take it to DOWN/EJECTED (a failure:
   its remaining users must move). Only an operator's ``recover`` ends a drain.
 - An operator's ``recover`` makes any pod HEALTHY at once.
@@ -77,6 +78,8 @@ class PodHealth(BaseModel):
     ejected_at: float | None = None
     # When the pod last became HEALTHY again after a failure or a drain (None: never).
     recovered_at: float | None = None
+    # While DRAINING: users per second the leader moves away (None: they stay until idle).
+    drain_rate: float | None = Field(default=None, gt=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,7 @@ def _to(
             "failures": failures,
             "reason": reason or health.reason if target is health.state else reason,
             "recovered_at": now if recovered else health.recovered_at,
+            "drain_rate": health.drain_rate if target is health.state else None,
         }
     )
     return Transition(health.state, new, recovered=recovered)

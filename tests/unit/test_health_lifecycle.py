@@ -112,6 +112,14 @@ def test_checks_never_end_a_drain_but_a_dead_draining_pod_fails() -> None:
     assert dies[-1].failed
 
 
+def test_a_drain_rate_lasts_while_the_pod_drains_and_is_forgotten_when_it_stops() -> None:
+    draining = PodHealth(state=PodState.DRAINING, drain_rate=2.0)
+    for signal in (HealthSignal.DRAIN, HealthSignal.CHECK_PASSED, HealthSignal.CHECK_FAILED):
+        assert apply_signal(draining, signal, 1.0, T).health.drain_rate == 2.0
+    for signal in (HealthSignal.RECOVER, HealthSignal.FAIL, HealthSignal.EJECTED):
+        assert apply_signal(draining, signal, 1.0, T).health.drain_rate is None
+
+
 def test_operator_recover_makes_any_pod_healthy_at_once() -> None:
     for state in PodState:
         [t] = run([HealthSignal.RECOVER], start=state)
