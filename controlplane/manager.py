@@ -244,7 +244,8 @@ class StatefulRouteManager:
 
     def _placeable(self, view: _ServiceView) -> list[Candidate]:
         """The candidates for a new user: pods recovered within ``_SETTLE_S`` sit out while
-        another pod can take the user."""
+        another HEALTHY pod can take the user (the strategy then prefers HEALTHY pods over
+        SUSPECT ones: a just-recovered pod beats one failing its checks)."""
         candidates = view.candidates()
         now = self._clock()
         settling = {
@@ -255,7 +256,7 @@ class StatefulRouteManager:
         if not settling:
             return candidates
         settled = [c for c in candidates if c.index not in settling]
-        return settled if any(c.eligible for c in settled) else candidates
+        return settled if any(c.preferred for c in settled) else candidates
 
     def _route_without_redis(
         self, key: ServiceKey, request: RouteRequest, error: RedisError

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from controlplane.domain import ACCEPTS_NEW_USERS, Pod, PodState, Strategy
+from controlplane.domain import (
+    ACCEPTS_NEW_USERS,
+    PREFERRED_FOR_NEW_USERS,
+    Pod,
+    PodState,
+    Strategy,
+)
 from controlplane.errors import NoHealthyPods
 
 
@@ -38,7 +44,12 @@ class Candidate:
 
     @property
     def eligible(self) -> bool:
+        """May take new users (a SUSPECT pod only if no candidate is ``preferred``)."""
         return self.state in ACCEPTS_NEW_USERS
+
+    @property
+    def preferred(self) -> bool:
+        return self.state in PREFERRED_FOR_NEW_USERS
 
 
 class Balancer(Protocol):
@@ -52,8 +63,13 @@ class Balancer(Protocol):
 
 
 def eligible(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """The candidates that may take new users, ordered by index; NoHealthyPods if none."""
-    chosen = sorted((c for c in candidates if c.eligible), key=lambda c: c.index)
+    """The candidates that may take new users, ordered by index; NoHealthyPods if none.
+
+    The HEALTHY ones while there are any: a SUSPECT pod (failing checks) takes new users only
+    when no other can.
+    """
+    preferred = [c for c in candidates if c.preferred]
+    chosen = sorted(preferred or (c for c in candidates if c.eligible), key=lambda c: c.index)
     if not chosen:
         raise NoHealthyPods("no pod of the service accepts new users")
     return chosen

@@ -1,8 +1,9 @@
 """The pod health lifecycle: every state and every transition lives here.
 
 Rules:
-- HEALTHY takes new users. A failed check makes it SUSPECT; a SUSPECT pod still takes users,
-  a passed check makes it HEALTHY again.
+- HEALTHY takes new users. A failed check makes it SUSPECT: it keeps its users but takes new
+  ones only when no HEALTHY pod can (its checks are failing: it may be dead, yet a doubtful
+  pod beats refusing the user); a passed check makes it HEALTHY again.
 - ``unhealthy_threshold`` consecutive failed checks, an Envoy outlier ejection, or an operator's
   ``fail`` make a pod *failed*: DOWN (checks or operator) or EJECTED (Envoy's outlier detection).
   Entering a failed state from a serving one is a *failure*: its users are moved elsewhere.
@@ -51,8 +52,9 @@ class HealthSignal(StrEnum):
     RECOVER = "recover"
 
 
-# New users go only to these states.
+# New users go only to these states, and to SUSPECT ones only while no pod is HEALTHY.
 ACCEPTS_NEW_USERS = frozenset({PodState.HEALTHY, PodState.SUSPECT})
+PREFERRED_FOR_NEW_USERS = frozenset({PodState.HEALTHY})
 # Users already bound stay on a pod in these states.
 KEEPS_BOUND_USERS = frozenset({PodState.HEALTHY, PodState.SUSPECT, PodState.DRAINING})
 FAILED = frozenset({PodState.EJECTED, PodState.DOWN})

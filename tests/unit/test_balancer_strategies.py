@@ -91,6 +91,23 @@ def test_no_strategy_ever_returns_an_ineligible_pod(
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
+def test_no_strategy_gives_a_suspect_pod_a_new_user_while_a_healthy_pod_can_take_it(
+    strategy: Strategy,
+) -> None:
+    # The suspect pod is the lightest and largest: every strategy would otherwise favour it.
+    suspect = Candidate(0, weight=10, state=PodState.SUSPECT)
+    healthy = Candidate(1, active_requests=40, active_connections=40, response_time_ms=300)
+    candidates = [suspect, healthy, Candidate(2, state=PodState.DOWN)]
+    assert set(picks(balancer_for(strategy), candidates, 100)) == {1}
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_a_suspect_pod_takes_new_users_when_no_pod_is_healthy(strategy: Strategy) -> None:
+    candidates = [Candidate(0, state=PodState.DRAINING), Candidate(1, state=PodState.SUSPECT)]
+    assert set(picks(balancer_for(strategy), candidates, 20)) == {1}
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
 @pytest.mark.parametrize("state", sorted(set(PodState) - ACCEPTS_NEW_USERS), ids=lambda s: str(s))
 def test_every_strategy_raises_no_healthy_pods_when_none_is_eligible(
     strategy: Strategy, state: PodState

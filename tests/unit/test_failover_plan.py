@@ -21,6 +21,14 @@ def test_users_spread_over_every_eligible_pod_by_weight() -> None:
     assert len(plan[1]) > 2 * len(plan[0])
 
 
+def test_users_go_to_suspect_pods_only_when_no_pod_is_healthy() -> None:
+    uids = [f"u{i}" for i in range(100)]
+    candidates = [Candidate(0, weight=5, state=PodState.SUSPECT), Candidate(1)]
+    assert set(plan_moves(uids, candidates, balance_factor=1.25)) == {1}
+    candidates = [Candidate(0, state=PodState.SUSPECT), Candidate(1, state=PodState.DOWN)]
+    assert set(plan_moves(uids, candidates, balance_factor=1.25)) == {0}
+
+
 @given(st.integers(1, 500), st.lists(st.integers(1, 5), min_size=1, max_size=6))
 def test_no_target_takes_more_than_the_bounded_share(users: int, weights: list[int]) -> None:
     candidates = [Candidate(i, weight=w) for i, w in enumerate(weights)]
