@@ -14,6 +14,7 @@ from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import Service
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
+from controlplane.outage import RedisOutage, run_every
 from controlplane.replicas import LeaderLease, ReplicaSync, new_replica_id
 from controlplane.settings import Settings
 from controlplane.signals.active_health import ActiveHealthChecker
@@ -53,7 +54,11 @@ class Server:
             self.store.redis, settings.redis.prefix, self.replica_id, self.manager
         )
         self.metrics = AdminMetrics()
-        self.health = ActiveHealthChecker(self.manager, is_leader=self.lease.is_leader)
+        # One WARNING when the background loops lose Redis, one INFO when it is back.
+        self.outage = RedisOutage(self.store.redis.ping)
+        self.health = ActiveHealthChecker(
+            self.manager, is_leader=self.lease.is_leader, outage=self.outage
+        )
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
         listen = settings.listen
         self.xds_listeners = XdsListeners(
@@ -103,6 +108,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.health.stop()
+        await self.outage.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.xds_listeners.stop()
@@ -169,12 +175,5 @@ class Server:
         self.manager.expire_routes()
 
     def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await job()
-                except Exception:  # Redis may be away for a while: try again next round
-                    log.exception("upkeep_failed job=%s", name)
-
-        self._tasks.append(asyncio.create_task(loop(), name=name))
+        loop = run_every(interval_s, job, name, self.outage)
+        self._tasks.append(asyncio.create_task(loop, name=name))

@@ -12,6 +12,7 @@ import aiohttp
 from controlplane.domain import HealthReport, Pod, ServiceKey
 from controlplane.errors import StatefulRouteError, UnknownService
 from controlplane.manager import StatefulRouteManager
+from controlplane.outage import UNREACHABLE, RedisOutage
 
 log = logging.getLogger("stateful_route.health")
 
@@ -49,8 +50,12 @@ class ActiveHealthChecker:
         *,
         rescan_s: float = 5.0,
         is_leader: Callable[[], bool] = lambda: True,
+        outage: RedisOutage | None = None,
     ) -> None:
         self._manager = manager
+        # Where a round that cannot reach Redis is reported (shared with the upkeep loops).
+        self._outage = outage or RedisOutage(manager.store.redis.ping)
+        self._own_outage = outage is None
         # Among replicas, only the leader probes: one verdict per check, not one per replica.
         self._is_leader = is_leader
         self._rescan_s = rescan_s
@@ -70,6 +75,8 @@ class ActiveHealthChecker:
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()
+        if self._own_outage:
+            await self._outage.close()
 
     async def check_service(self, key: ServiceKey) -> None:
         """Check every pod of one service once, concurrently."""
@@ -91,7 +98,10 @@ class ActiveHealthChecker:
         while True:
             try:
                 keys = set(await self._manager.store.registry.service_keys())
-            except Exception:  # Redis away: keep checking the services we know
+            except UNREACHABLE as exc:  # keep checking the services we know
+                self._outage.failed("health_rescan", exc)
+                keys = set(self._tasks)
+            except Exception:
                 log.exception("health_rescan_failed")
                 keys = set(self._tasks)
             for key in keys - self._tasks.keys():
@@ -109,8 +119,11 @@ class ActiveHealthChecker:
                 except UnknownService:
                     return
                 interval = service.settings.health_check.interval_s
-                if self._is_leader():
+                # With Redis away no verdict can be written: probe again once it is back.
+                if self._is_leader() and not self._outage.unreachable:
                     await self.check_service(key)
+            except UNREACHABLE as exc:
+                self._outage.failed(f"health_round service={key}", exc)
             except Exception:  # one bad round must not end the checks of a service
                 log.exception("health_round_failed service=%s", key)
             await asyncio.sleep(interval)
