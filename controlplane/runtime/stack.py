@@ -22,6 +22,7 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
+from controlplane.domain import PodState
 from controlplane.errors import InvalidInput
 from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
 from controlplane.runtime.ports import free_port, port_is_free
@@ -142,14 +143,18 @@ class LocalStack:
                     host=self.config.host, appendonly=True, data_dir=str(self.workdir)
                 ).start
             )
-            progress(f"control plane (admin {self.admin_url})")
-            await self.start_controlplane()
+            # The pods listen before the control plane registers them (from its configuration)
+            # and checks them at once: no check meets a pod still starting and marks it failing.
             progress(f"{self.config.pods} demo pods")
             await self.start_pods()
+            progress(f"control plane (admin {self.admin_url})")
+            await self.start_controlplane()
             progress(f"envoy ({self.config.transport} xDS, proxy {self.proxy_url})")
             await self.start_envoy()
             progress("waiting for the first route through envoy")
             await self.wait_until_routing()
+            progress("waiting for the control plane to see every pod healthy")
+            await self.wait_until_pods_healthy()
         except BaseException:
             await self.stop()
             raise
@@ -322,6 +327,31 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     tail = self.envoy.log_tail() if self.envoy else ""
                     raise TimeoutError(f"envoy did not route within {timeout_s}s\n{tail}")
+                await asyncio.sleep(0.1)
+
+    async def wait_until_pods_healthy(self, timeout_s: float = 20.0) -> None:
+        """Until the control plane holds every pod of the demo service healthy."""
+        url = f"{self.admin_url}/api/v1/services/{NAMESPACE}/{SERVICE}/pods"
+        headers = {"Authorization": f"Bearer {self.token}"}
+        deadline = time.monotonic() + timeout_s
+        states: dict[int, str] = {}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            while True:
+                try:
+                    async with session.get(url) as response:
+                        if response.status == 200:
+                            pods = await response.json()
+                            states = {p["pod_index"]: p["state"] for p in pods}
+                except aiohttp.ClientError:
+                    pass
+                healthy = [i for i, state in states.items() if state == PodState.HEALTHY]
+                if len(healthy) == self.config.pods:
+                    return
+                if time.monotonic() > deadline:
+                    tail = self.controlplane.log_tail() if self.controlplane else ""
+                    raise TimeoutError(
+                        f"pods not all healthy within {timeout_s}s: {states}\n{tail}"
+                    )
                 await asyncio.sleep(0.1)
 
     async def _wait_for(
