@@ -523,7 +523,7 @@ class StatefulRouteManager:
         except UnknownService:
             return None
         pods = tuple(pod for _, pod in sorted(view.pods.items()))
-        return ServiceState(view.service, pods, dict(self.sticky.routes(key)))
+        return ServiceState(view.service, pods)
 
     async def service_states(self) -> list[ServiceState]:
         states = [await self.service_state(key) for key in await self.store.registry.service_keys()]
@@ -581,10 +581,7 @@ class StatefulRouteManager:
 
     def expire_routes(self) -> int:
         """Drop users not seen within the route window from Envoy's routes; returns services."""
-        changed = self.sticky.expire(self._clock())
-        for key in changed:
-            self._notify(key)
-        return len(changed)
+        return len(self.sticky.expire(self._clock()))
 
     async def load_routes(self) -> int:
         """Fill the route table from Redis (users seen within the window); returns users.
@@ -597,7 +594,6 @@ class StatefulRouteManager:
             for uid, pod, seen in await self.store.bindings.seen_since(self.store.keys(key), since):
                 self.sticky.put(key, uid, pod, seen)
                 loaded += 1
-            self._notify(key)
         return loaded
 
     async def close(self) -> None:
@@ -855,12 +851,11 @@ class StatefulRouteManager:
         )
 
     def _route(self, key: ServiceKey, uid: str, pod: int, now: float) -> None:
-        """Keep (or put) the user in Envoy's routes; a change is pushed, a refresh is not."""
-        if self.sticky.put(key, uid, pod, now):
-            self._notify(key)
+        """Keep (or put) the user in Envoy's routes (the table tells xDS of a change)."""
+        self.sticky.put(key, uid, pod, now)
 
     def _notify(self, key: ServiceKey) -> None:
-        """This replica's xDS must rebuild the service (a local route change)."""
+        """This replica's xDS must rebuild the service."""
         for listener in self._listeners:
             listener(key)
 
@@ -874,27 +869,24 @@ class StatefulRouteManager:
 
     def _moved(self, key: ServiceKey, moves: dict[str, int | None]) -> None:
         """Users moved (pod) or were unbound (None): follow here and on the other replicas."""
-        if self._follow(key, moves):
-            self._notify(key)
+        self._follow(key, moves)
         for replica in self._replica_listeners:
             replica(key, moves)
 
-    def _follow(self, key: ServiceKey, moves: dict[str, int | None]) -> bool:
-        changed = False
+    def _follow(self, key: ServiceKey, moves: dict[str, int | None]) -> None:
         for uid, pod in moves.items():
             if pod is None:
-                changed = self.sticky.remove(key, uid) or changed
+                self.sticky.remove(key, uid)
             else:
-                changed = self.sticky.move(key, [uid], pod) or changed
-        return changed
+                self.sticky.move(key, [uid], pod)
 
     def apply_remote(self, key: ServiceKey, moves: dict[str, int | None] | None) -> None:
         """Another replica changed the service (None) or moved some of its users."""
         if moves is None:
             self._views.pop(key, None)
             self._notify(key)
-        elif self._follow(key, moves):
-            self._notify(key)
+        else:
+            self._follow(key, moves)
 
 
 async def _take(source: AsyncIterator[str], count: int) -> AsyncIterator[str]:

@@ -1,14 +1,15 @@
-"""The miss path: Envoy asks (ext_authz, HTTP) where a user it has no route for must go.
+"""The miss path: Envoy asks where a user it holds no scope for must go.
 
-Envoy sends the check only for users missing from its routes; the answer names the pod in the
-session header that Envoy's stateful_session filter reads, so this very request already lands
-on the user's pod while the route push is in flight. The service comes in a header that the
-service's fallback route sets (and that Envoy strips from client requests before routing).
+Envoy's Lua filter (``xds/misspath.lua``) runs only for a request that found no route, i.e. a
+user with no scope in that Envoy yet. It names the service, the uid and its node group; the
+control plane places the user (its binding from Redis, or a new pod by the service's strategy),
+which puts the user in the sticky table and so its scope in every Envoy of the group. The
+answer waits until the group's Envoys have acknowledged that scope, so the filter can select it
+and this very request lands on the user's pod. The answer names the scope key to select.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 
 from aiohttp import web
@@ -18,45 +19,56 @@ from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import RouteRequest, ServiceKey, parse
 from controlplane.errors import InvalidInput, NoHealthyPods, StoreUnavailable, UnknownService
 from controlplane.manager import StatefulRouteManager
-from controlplane.xds.naming import MISS_PATH_PREFIX, SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.naming import (
+    GROUP_HEADER,
+    MISS_PATH,
+    SCOPE_KEY_HEADER,
+    SERVICE_HEADER,
+    UID_HEADER,
+)
+from controlplane.xds.scopes import user_key
+from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("stateful_route.misspath")
 
-
-def session_value(address: str) -> str:
-    return base64.b64encode(address.encode()).decode()
+# How long an answer waits for the group's Envoys to acknowledge the user's scope. An Envoy
+# slower than that (or one that rejects the scope) costs the request a second ask, then a
+# balanced route: the filter checks that the scope it selects is there.
+SCOPE_WAIT_S = 0.5
 
 
 class MissPath:
-    """The ext_authz check endpoint, served on the control plane's xDS HTTP listener."""
+    """The miss path endpoint, served on the control plane's xDS HTTP listener."""
 
-    def __init__(self, manager: StatefulRouteManager, metrics: AdminMetrics) -> None:
+    def __init__(
+        self, manager: StatefulRouteManager, metrics: AdminMetrics, xds: XdsServer
+    ) -> None:
         self._manager = manager
         self._metrics = metrics
+        self._xds = xds
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.route("*", MISS_PATH_PREFIX + "{tail:.*}", self.check)]
+        return [web.post(MISS_PATH, self.place)]
 
-    async def check(self, request: web.Request) -> web.Response:
-        service = request.headers.get(SERVICE_HEADER, "")
-        namespace, _, name = service.partition("/")
+    async def place(self, request: web.Request) -> web.Response:
+        namespace, _, name = request.headers.get(SERVICE_HEADER, "").partition("/")
+        uid = request.headers.get(UID_HEADER, "")
+        group = request.headers.get(GROUP_HEADER, "")
         try:
-            key = ServiceKey.of(namespace, name)
-            settings = (await self._manager.service(key)).settings
-        except (InvalidInput, UnknownService):
-            # Not one of ours (an old route config?): let Envoy balance it as it likes.
-            return web.Response(status=200)
+            settings = (await self._manager.service(ServiceKey.of(namespace, name))).settings
+            route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
+            await self._metrics.timed_route(self._manager.route_request, route)
+        except InvalidInput as exc:
+            return web.Response(status=400, text=f"invalid request: {exc}")
+        except UnknownService as exc:
+            return web.Response(status=404, text=exc.message)
+        except (NoHealthyPods, StoreUnavailable) as exc:
+            # The filter then selects the balanced route: Envoy places the request itself.
+            return web.Response(status=503, text=exc.message)
         except RedisError:
             return web.Response(status=503, text="redis is unreachable and the service unknown")
-        uid = request.headers.get(settings.uid_header)
-        if uid is None:
-            return web.Response(status=200)  # no user: nothing to keep sticky
-        try:
-            route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
-            result = await self._metrics.timed_route(self._manager.route_request, route)
-        except InvalidInput as exc:
-            return web.Response(status=400, text=f"invalid {settings.uid_header}: {exc}")
-        except (NoHealthyPods, StoreUnavailable) as exc:
-            # Envoy's failure_mode_allow then lets its own balancer place the request.
-            return web.Response(status=503, text=exc.message)
-        return web.Response(status=200, headers={SESSION_HEADER: session_value(result.address)})
+        if not await self._xds.scopes_live(group, SCOPE_WAIT_S):
+            log.warning("scope_not_acknowledged group=%r service=%s/%s", group, namespace, name)
+        headers = self._xds.cache.uid_headers(group)
+        key = user_key(headers, settings.uid_header, uid)
+        return web.Response(status=200, headers={SCOPE_KEY_HEADER: key})

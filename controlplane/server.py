@@ -66,7 +66,7 @@ class Server:
             host=listen.host,
             rest_port=listen.xds_rest_port,
             grpc_port=listen.xds_grpc_port,
-            extra_routes=MissPath(self.manager, self.metrics).routes(),
+            extra_routes=MissPath(self.manager, self.metrics, self.xds).routes(),
         )
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []

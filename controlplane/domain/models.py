@@ -6,8 +6,7 @@ Pydantic models here are the shapes that cross an edge (HTTP, Redis, config); ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
@@ -212,8 +211,6 @@ class ServiceState:
 
     service: Service
     pods: tuple[Pod, ...]
-    # uid -> pod of the users whose routes Envoy carries (see domain/sticky.py).
-    routes: Mapping[str, int] = field(default_factory=dict)
 
 
 M = TypeVar("M", bound=BaseModel)

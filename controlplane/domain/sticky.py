@@ -4,12 +4,15 @@ Envoy holds a route per *recently seen* user, not per binding: a user enters the
 the control plane places or sees it (the miss path, a migration) and leaves it ``window_s``
 later. A user still active then comes back through the miss path once, gets the same pod from
 its binding, and re-enters. Bindings themselves stay in Redis until their own idle TTL.
+
+Every change of a user's entry is told to the table's observer (the xDS cache re-points that
+user's scope), one user at a time, so no consumer ever compares whole tables.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from controlplane.domain.names import ServiceKey
 
@@ -19,6 +22,8 @@ class StickyTable:
 
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
+        # Told (service, uid) after each change of that user's entry (added, moved, removed).
+        self.observer: Callable[[ServiceKey, str], None] = lambda key, uid: None
         self._routes: dict[ServiceKey, dict[str, int]] = {}
         self._seen: dict[tuple[ServiceKey, str], float] = {}
         # One (seen, key, uid) per user; a user refreshed since is pushed back when popped.
@@ -38,6 +43,8 @@ class StickyTable:
             heapq.heappush(self._expiry, (seen, key, uid))
         routes[uid] = pod
         self._seen[key, uid] = seen
+        if changed:
+            self.observer(key, uid)
         return changed
 
     def move(self, key: ServiceKey, uids: Iterable[str], pod: int) -> bool:
@@ -50,6 +57,7 @@ class StickyTable:
             if uid in routes and routes[uid] != pod:
                 routes[uid] = pod
                 changed = True
+                self.observer(key, uid)
         return changed
 
     def remove(self, key: ServiceKey, uid: str) -> bool:
@@ -57,12 +65,14 @@ class StickyTable:
         if routes is None or routes.pop(uid, None) is None:
             return False
         del self._seen[key, uid]
+        self.observer(key, uid)
         return True
 
     def drop_service(self, key: ServiceKey) -> bool:
         routes = self._routes.pop(key, None)
         for uid in routes or ():
             del self._seen[key, uid]
+            self.observer(key, uid)
         return bool(routes)
 
     def expire(self, now: float) -> set[ServiceKey]:

@@ -1,14 +1,18 @@
 """Versioned snapshots of every resource type, one per node group and config-source kind.
 
 Rendering is the expensive part (milliseconds per resource), so the cache keeps each service's
-rendered Cluster, ClusterLoadAssignment and virtual host together with the inputs they came
-from, and renders again only what an update changed. A snapshot's type keeps its object (and
-every response body cached on it) for as long as its version holds.
+rendered Cluster and ClusterLoadAssignment together with the inputs they came from, and renders
+again only what an update changed. A snapshot's type keeps its object (and every response body
+cached on it) for as long as its version holds.
+
+Users are not services: each node group's scopes live in a ``ScopeTable`` that a user's
+arrival or move changes in place (O(1)), published at once with no rebuild; only a new
+placement (a set of pods no user named before) adds a RouteConfiguration.
 """
 
 from __future__ import annotations
 
-import logging
+import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -21,25 +25,20 @@ from controlplane.xds import resources as res
 from controlplane.xds import wire
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
 from controlplane.xds.naming import (
+    BALANCED_ROUTE_NAME,
     LISTENER_NAME,
     MISS_PATH_CLUSTER,
-    ROUTE_CONFIG_NAME,
     cluster_name,
 )
-from controlplane.xds.render import (
-    Fragment,
-    Rendered,
-    digest,
-    render,
-    render_composite,
-    render_with_json,
+from controlplane.xds.render import Rendered, digest, render, render_with_json
+from controlplane.xds.scopes import (
+    Placement,
+    ScopeTable,
+    encode_scope,
+    placement_of,
+    scope_json,
+    user_key,
 )
-from controlplane.xds.sticky_host import StickyHost
-
-log = logging.getLogger(__name__)
-
-# RouteConfiguration.virtual_hosts is field 2.
-_VIRTUAL_HOSTS_FIELD = 2
 
 
 class InconsistentSnapshot(StatefulRouteError):
@@ -66,10 +65,7 @@ class View:
     def rest_body(self, type_url: str) -> bytes:
         """The REST DiscoveryResponse as JSON."""
         if self._rest is None:
-            items = ",".join(r.json for r in self.resources)
-            self._rest = (
-                f'{{"version_info":"{self.version}","type_url":"{type_url}","resources":[{items}]}}'
-            ).encode()
+            self._rest = _rest_body(self.version, type_url, (r.json for r in self.resources))
         return self._rest
 
     def sotw_resources(self, type_url: str) -> bytes:
@@ -77,6 +73,37 @@ class View:
         if self._sotw is None:
             self._sotw = wire.sotw_resources(type_url, (r.proto for r in self.resources))
         return self._sotw
+
+
+class ScopeView:
+    """Every scope named (SotW and REST send them all on each change), encoded once."""
+
+    __slots__ = ("_items", "_rest", "_sotw", "version")
+
+    def __init__(self, table: ScopeTable, names: tuple[str, ...]) -> None:
+        self.version = table.version
+        self._items = list(table.items(names or None))
+        self._rest: bytes | None = None
+        self._sotw: bytes | None = None
+
+    def rest_body(self, type_url: str) -> bytes:
+        if self._rest is None:
+            items = (scope_json(key, route) for key, route in self._items)
+            self._rest = _rest_body(self.version, type_url, items)
+        return self._rest
+
+    def sotw_resources(self, type_url: str) -> bytes:
+        if self._sotw is None:
+            scopes = (encode_scope(key, route) for key, route in self._items)
+            self._sotw = wire.sotw_resources(type_url, scopes)
+        return self._sotw
+
+
+def _rest_body(version: str, type_url: str, items: Iterable[str]) -> bytes:
+    resources = ",".join(items)
+    return (
+        f'{{"version_info":"{version}","type_url":"{type_url}","resources":[{resources}]}}'
+    ).encode()
 
 
 @dataclass(slots=True)
@@ -88,6 +115,8 @@ class TypeSnapshot:
     resources: dict[str, Rendered]
     _views: dict[tuple[str, ...], View] = field(default_factory=dict)
     versions: dict[str, str] = field(init=False)
+    # Never changes: a delta stream synced to this object needs nothing until it is replaced.
+    revision = 0
 
     def __post_init__(self) -> None:
         self.versions = {name: r.version for name, r in self.resources.items()}
@@ -99,6 +128,12 @@ class TypeSnapshot:
             found = self._views[names] = self._make_view(names)
         return found
 
+    def changed_since(self, revision: int) -> set[str] | None:
+        return set()
+
+    def proto(self, name: str) -> bytes:
+        return self.resources[name].proto
+
     def _make_view(self, names: tuple[str, ...]) -> View:
         if not names:
             return View(self.version, tuple(self.resources.values()))
@@ -108,14 +143,50 @@ class TypeSnapshot:
         return View(_joint_version(names, self.resources), chosen)
 
 
+class ScopeSnapshot:
+    """A group's scopes as a snapshot type: always the table's current state (a user's arrival
+    changes it in place, so no snapshot is rebuilt per user)."""
+
+    type_url = res.SCOPED
+
+    def __init__(self, table: ScopeTable) -> None:
+        self.table = table
+        self._views: dict[tuple[str, ...], ScopeView] = {}
+
+    @property
+    def version(self) -> str:
+        return self.table.version
+
+    @property
+    def revision(self) -> int:
+        return self.table.revision
+
+    @property
+    def versions(self) -> Mapping[str, str]:
+        # A scope's content is its key and the RouteConfiguration it names.
+        return self.table.routes
+
+    def changed_since(self, revision: int) -> set[str] | None:
+        return self.table.changed_since(revision)
+
+    def proto(self, name: str) -> bytes:
+        return self.table.proto(name)
+
+    def view(self, names: tuple[str, ...]) -> ScopeView:
+        found = self._views.get(names)
+        if found is None or found.version != self.table.version:
+            if len(self._views) > 64:
+                self._views.clear()
+            found = self._views[names] = ScopeView(self.table, names)
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     key: SnapshotKey
-    types: Mapping[str, TypeSnapshot]
-    # The virtual hosts the RouteConfiguration was assembled from, by cluster name.
-    hosts: Mapping[str, Fragment]
+    types: Mapping[str, TypeSnapshot | ScopeSnapshot]
 
-    def type(self, type_url: str) -> TypeSnapshot:
+    def type(self, type_url: str) -> TypeSnapshot | ScopeSnapshot:
         return self.types[type_url]
 
 
@@ -126,31 +197,47 @@ class _Parts:
     state: ServiceState
     endpoints_input: tuple[tuple[int, str, int, int, PodState], ...] | None = None
     endpoints: Rendered | None = None
-    host_input: tuple[tuple[int, ...], Mapping[str, int]] | None = None
-    host: Fragment | None = None
-    sticky: StickyHost | None = None
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Group:
+    """A node group's users: its scope table and what it was built for."""
+
+    services: tuple[tuple[ServiceKey, str], ...]  # (service, uid header), sorted
+    table: ScopeTable
+    scopes: ScopeSnapshot
+    by_header: dict[str, list[ServiceKey]]
 
 
 class SnapshotCache:
     """Snapshots per (node group, source kind), rebuilt incrementally as services change."""
 
-    def __init__(self, settings: XdsSettings) -> None:
+    def __init__(
+        self,
+        settings: XdsSettings,
+        user_routes: Callable[[ServiceKey], Mapping[str, int]] = lambda _: {},
+    ) -> None:
         self.settings = settings
+        # uid -> pod of the users Envoy carries, per service (domain.sticky.StickyTable).
+        self._user_routes = user_routes
         self._rest = res.RestSource(
             settings.rest_xds_cluster,
             settings.rest_refresh_delay_s,
             settings.rest_request_timeout_s,
         )
         self._sources = {kind: res.config_source(kind, self._rest) for kind in res.SourceKind}
-        self._route_head = Fragment(res.build_route_configuration())
         self._parts: dict[ServiceKey, _Parts] = {}
         self._listeners: dict[
-            tuple[NodeGroupSettings, res.SourceKind, frozenset[str]], Rendered
+            tuple[str, NodeGroupSettings, res.SourceKind, tuple[str, ...]], Rendered
         ] = {}
         self._miss_path: Rendered | None = None
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
+        self._groups: dict[str, _Group] = {}
+        self._route_configs: dict[Placement, tuple[tuple[Service, ...], Rendered]] = {}
+        self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
         self._watchers: set[Callable[[], None]] = set()
+        self._epoch = secrets.token_hex(4)
         self.closed = False
         self.generation = 0
         # Where Envoy reaches the miss path (the control plane's HTTP listener); set before the
@@ -183,6 +270,41 @@ class SnapshotCache:
         if changed:
             self._publish()
 
+    def user_changed(self, service: ServiceKey, uid: str) -> None:
+        """A user's pod in ``service`` changed (or it left Envoy's routes): re-point its scope
+        in every group that serves the service, and publish at once."""
+        changed = False
+        for name, group in self._groups.items():
+            header = next((h for k, h in group.services if k == service), None)
+            if header is None:
+                continue
+            placements = group.table.placements_changed
+            if self._place(group, header, uid):
+                changed = True
+                if group.table.placements_changed != placements:
+                    self._refresh_routes(name)
+        if changed:
+            self._publish()
+
+    def scope_revision(self, group: str) -> int:
+        """The group's scope table revision now (what an Envoy must hold to route a user the
+        control plane has just placed)."""
+        found = self._groups.get(group)
+        return found.table.revision if found else 0
+
+    def uid_headers(self, group: str) -> tuple[str, ...]:
+        """The uid headers a group's scope keys are built from (sorted)."""
+        found = self._groups.get(group)
+        if found is not None:
+            return found.table.uid_headers
+        settings = self.settings.group(group)
+        headers = {
+            p.state.service.settings.uid_header
+            for k, p in self._parts.items()
+            if _in_group(k, settings)
+        }
+        return tuple(sorted(headers))
+
     # -- reading it --------------------------------------------------------------------------
 
     def snapshot(self, key: SnapshotKey) -> Snapshot:
@@ -207,6 +329,43 @@ class SnapshotCache:
         for callback in list(self._watchers):
             callback()
 
+    # -- users -------------------------------------------------------------------------------
+
+    def _group(self, name: str, services: list[Service]) -> _Group:
+        """The group's scope table, built again from every user when its services or their uid
+        headers changed (a user's key depends on them)."""
+        shape = tuple(sorted((s.key, s.settings.uid_header) for s in services))
+        group = self._groups.get(name)
+        if group is not None and group.services == shape:
+            return group
+        headers = sorted({h for _, h in shape})
+        by_header: dict[str, list[ServiceKey]] = {}
+        for key, header in shape:
+            by_header.setdefault(header, []).append(key)
+        table = ScopeTable(headers, self._epoch)
+        group = self._groups[name] = _Group(shape, table, ScopeSnapshot(table), by_header)
+        for key, header in shape:
+            for uid in self._user_routes(key):
+                self._place(group, header, uid)
+        return group
+
+    def _place(self, group: _Group, header: str, uid: str) -> bool:
+        pods = {}
+        for service in group.by_header[header]:
+            index = self._user_routes(service).get(uid)
+            if index is not None:
+                pods[cluster_name(service)] = index
+        key = user_key(group.table.uid_headers, header, uid)
+        return group.table.point(key, placement_of(pods))
+
+    def _refresh_routes(self, group: str) -> None:
+        """New placements in a group: its snapshots get their RouteConfigurations."""
+        for key, snapshot in list(self._snapshots.items()):
+            if key.group == group:
+                types = dict(snapshot.types)
+                types[res.ROUTE] = self._routes(group, snapshot.types[res.ROUTE])
+                self._snapshots[key] = Snapshot(key, types)
+
     # -- building ----------------------------------------------------------------------------
 
     def _build(
@@ -217,59 +376,76 @@ class SnapshotCache:
         changed = [k for k in changed if _in_group(k, group)]
         if old is not None and not changed:
             return old
-        clusters = dict(old.types[res.CLUSTER].resources) if old else {}
-        endpoints = dict(old.types[res.ENDPOINT].resources) if old else {}
-        hosts = dict(old.hosts) if old else {}
+        clusters = dict(old.types[res.CLUSTER].resources) if old else {}  # type: ignore[union-attr]
+        endpoints = dict(old.types[res.ENDPOINT].resources) if old else {}  # type: ignore[union-attr]
         source = self._sources[key.kind]
         for service in changed:
             name = cluster_name(service)
             parts = self._parts.get(service)
             if parts is None:
-                for items in (clusters, endpoints, hosts):
+                for items in (clusters, endpoints):
                     items.pop(name, None)
             else:
                 clusters[name] = self._cluster(parts, key.kind, source)
                 endpoints[name] = self._endpoints(parts)
-                hosts[name] = self._host(parts)
-        hosts = dict(sorted(hosts.items()))
         services = [p.state.service for k, p in self._parts.items() if _in_group(k, group)]
-        uid_headers = frozenset(service.settings.uid_header for service in services)
+        scopes = self._group(key.group, services)
         clusters[MISS_PATH_CLUSTER] = self._miss_path_cluster()
+        listener = self._listener(key.group, group, key.kind, source, scopes.table.uid_headers)
         fresh = {
             res.CLUSTER: dict(sorted(clusters.items())),
             res.ENDPOINT: dict(sorted(endpoints.items())),
-            res.LISTENER: {LISTENER_NAME: self._listener(group, key.kind, source, uid_headers)},
-            res.ROUTE: {ROUTE_CONFIG_NAME: self._routes(old, hosts)},
+            res.LISTENER: {LISTENER_NAME: listener},
         }
         _check_consistent(fresh, services)
-        types: dict[str, TypeSnapshot] = {}
+        types: dict[str, TypeSnapshot | ScopeSnapshot] = {}
         for type_url, items in fresh.items():
             version = _joint_version(tuple(items), items)
             previous = old.types[type_url] if old else None
-            if previous is not None and previous.version == version:
+            if isinstance(previous, TypeSnapshot) and previous.version == version:
                 types[type_url] = previous
             else:
                 types[type_url] = TypeSnapshot(type_url, version, items)
+        types[res.SCOPED] = scopes.scopes
+        types[res.ROUTE] = self._routes(key.group, old.types[res.ROUTE] if old else None)
         if old is not None and all(types[t] is old.types[t] for t in types):
             return old
-        return Snapshot(key, types, hosts)
+        return Snapshot(key, types)
 
-    def _routes(self, old: Snapshot | None, hosts: Mapping[str, Fragment]) -> Rendered:
-        """The RouteConfiguration: the old one while its virtual hosts are the same objects."""
-        if (
-            old is not None
-            and len(old.hosts) == len(hosts)
-            and all(old.hosts.get(name) is host for name, host in hosts.items())
-        ):
-            return old.types[res.ROUTE].resources[ROUTE_CONFIG_NAME]
-        return render_composite(
-            res.ROUTE,
-            ROUTE_CONFIG_NAME,
-            self._route_head,
-            _VIRTUAL_HOSTS_FIELD,
-            "virtualHosts",
-            list(hosts.values()),
-        )
+    def _routes(
+        self, group: str, old: TypeSnapshot | ScopeSnapshot | None
+    ) -> TypeSnapshot | ScopeSnapshot:
+        """The group's RouteConfigurations: the balanced one and one per placement in use."""
+        services = {
+            cluster_name(k): p.state.service
+            for k, p in self._parts.items()
+            if _in_group(k, self.settings.group(group))
+        }
+        items = {BALANCED_ROUTE_NAME: self._balanced_route(group, services)}
+        for placement in self._groups[group].table.placements():
+            rendered = self._placement_route(placement, services)
+            items[rendered.name] = rendered
+        version = _joint_version(tuple(sorted(items)), items)
+        if old is not None and old.version == version:
+            return old
+        return TypeSnapshot(res.ROUTE, version, dict(sorted(items.items())))
+
+    def _balanced_route(self, group: str, services: Mapping[str, Service]) -> Rendered:
+        inputs = tuple(services[name] for name in sorted(services))
+        cached = self._balanced.get(group)
+        if cached is None or cached[0] != inputs:
+            config = res.build_balanced_route(inputs)
+            cached = self._balanced[group] = (inputs, render(res.ROUTE, config.name, config))
+        return cached[1]
+
+    def _placement_route(self, placement: Placement, services: Mapping[str, Service]) -> Rendered:
+        inputs = tuple(services[c] for c, _ in placement if c in services)
+        cached = self._route_configs.get(placement)
+        if cached is None or cached[0] != inputs:
+            config = res.build_placement_route(services, placement)
+            rendered = render(res.ROUTE, config.name, config)
+            cached = self._route_configs[placement] = (inputs, rendered)
+        return cached[1]
 
     def _miss_path_cluster(self) -> Rendered:
         if self._miss_path is None:
@@ -297,30 +473,21 @@ class SnapshotCache:
             parts.endpoints_input = fingerprint
         return parts.endpoints
 
-    def _host(self, parts: _Parts) -> Fragment:
-        state = parts.state
-        if parts.sticky is None or parts.sticky.service != state.service:
-            parts.sticky, parts.host = StickyHost(state.service), None
-        fingerprint = (tuple(p.index for p in state.pods), state.routes)
-        if parts.host is None or parts.host_input != fingerprint:
-            parts.host = parts.sticky.render(state.pods, state.routes)
-            parts.host_input = fingerprint
-        return parts.host
-
     def _listener(
         self,
+        name: str,
         group: NodeGroupSettings,
         kind: res.SourceKind,
         source: ConfigSource,
-        uid_headers: frozenset[str],
+        uid_headers: tuple[str, ...],
     ) -> Rendered:
-        found = self._listeners.get((group, kind, uid_headers))
+        found = self._listeners.get((name, group, kind, uid_headers))
         if found is None:
             listener = res.build_listener(
-                group.listener_address, group.listener_port, source, uid_headers
+                group.listener_address, group.listener_port, source, uid_headers, name
             )
             found = render(res.LISTENER, LISTENER_NAME, listener)
-            self._listeners[(group, kind, uid_headers)] = found
+            self._listeners[(name, group, kind, uid_headers)] = found
         return found
 
 
@@ -331,17 +498,15 @@ def _in_group(key: ServiceKey, group: NodeGroupSettings) -> bool:
 def _check_consistent(
     types: Mapping[str, Mapping[str, Rendered]], services: Iterable[Service]
 ) -> None:
-    # Listener -> RouteConfiguration by name; EDS Cluster -> ClusterLoadAssignment by name (the
-    # miss path's cluster carries its endpoint inline).
+    # EDS Cluster -> ClusterLoadAssignment by name (the miss path's cluster carries its
+    # endpoint inline).
     if set(types[res.CLUSTER]) - {MISS_PATH_CLUSTER} != set(types[res.ENDPOINT]):
         raise InconsistentSnapshot("clusters and load assignments differ")
-    if types[res.LISTENER] and ROUTE_CONFIG_NAME not in types[res.ROUTE]:
-        raise InconsistentSnapshot("the listener names a route configuration that is missing")
     claimed: dict[str, ServiceKey] = {}
     for service in services:
         for domain in service.settings.domains:
             if claimed.setdefault(domain, service.key) != service.key:
-                # Envoy would reject the whole route configuration.
+                # Envoy would reject every RouteConfiguration holding both.
                 raise InconsistentSnapshot(
                     f"{service.key} and {claimed[domain]} both claim the domain {domain!r}"
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from controlplane.xds.protocol import Reply, Verdict
+from controlplane.xds.resources import SCOPED
+from controlplane.xds.scopes import revision_of
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class ConnectedEnvoy:
     last_seen: float
     in_flight: int = 0  # REST requests being held; gRPC: 1 while the stream is open
     types: dict[str, TypeStatusView] = field(default_factory=dict)
+    # The scope table revision this Envoy last acknowledged; None: no scopes accepted yet.
+    scope_revision: int | None = None
 
     def view(self) -> EnvoyView:
         return EnvoyView(
@@ -83,6 +88,7 @@ class ConnectedEnvoys:
         self._rest_expiry_s = rest_expiry_s
         self._clock = clock
         self._observer = observer
+        self._scope_acks: dict[str, asyncio.Event] = {}  # group -> set on each scope ACK
 
     def sent(self, type_url: str, responses: int = 1) -> None:
         """Responses of ``type_url`` went out."""
@@ -111,6 +117,30 @@ class ConnectedEnvoys:
         key = (client.node_id, client.transport)
         if client.transport is not Transport.REST and self._clients.get(key) is client:
             del self._clients[key]
+            self._scopes_acked(client.node_group)
+
+    async def scopes_live(self, group: str, revision: int, timeout_s: float) -> bool:
+        """Wait until every Envoy of ``group`` that holds scopes has acknowledged ``revision``
+        of the group's scope table; False if one has not within ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not self._scopes_at(group, revision):
+                    await self._scope_acks.setdefault(group, asyncio.Event()).wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _scopes_at(self, group: str, revision: int) -> bool:
+        return all(
+            c.scope_revision >= revision
+            for c in self._clients.values()
+            if c.node_group == group and c.scope_revision is not None
+        )
+
+    def _scopes_acked(self, group: str) -> None:
+        event = self._scope_acks.pop(group, None)
+        if event is not None:
+            event.set()  # every waiter checks again; the next wait makes a new event
 
     def record(self, client: ConnectedEnvoy, type_url: str, reply: Reply) -> None:
         status = client.types.setdefault(type_url, TypeStatusView())
@@ -119,6 +149,9 @@ class ConnectedEnvoys:
             self._observer.xds_replied(type_url, accepted=reply.verdict is Verdict.ACK)
         if reply.verdict is Verdict.ACK:
             status.acked_version, status.acked_at = reply.version, now
+            if type_url == SCOPED and (revision := revision_of(reply.version)) is not None:
+                client.scope_revision = revision
+                self._scopes_acked(client.node_group)
             return
         status.nacked_version, status.nack_message, status.nacked_at = (
             reply.version,

@@ -20,7 +20,7 @@ from grpclib.exceptions import GRPCError
 
 from controlplane.xds import resources as res
 from controlplane.xds import wire
-from controlplane.xds.cache import SnapshotCache, SnapshotKey, TypeSnapshot
+from controlplane.xds.cache import ScopeSnapshot, SnapshotCache, SnapshotKey, TypeSnapshot
 from controlplane.xds.clients import ConnectedEnvoy, ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.protocol import (
@@ -182,7 +182,7 @@ class _Session:
     def _subscribe(self, type_url: str) -> Any:
         raise NotImplementedError
 
-    def _respond(self, sub: Any, current: TypeSnapshot) -> list[bytes]:
+    def _respond(self, sub: Any, current: TypeSnapshot | ScopeSnapshot) -> list[bytes]:
         raise NotImplementedError
 
 
@@ -190,7 +190,7 @@ class _SotwSession(_Session):
     def _subscribe(self, type_url: str) -> SotwSubscription:
         return SotwSubscription(type_url)
 
-    def _respond(self, sub: SotwSubscription, current: TypeSnapshot) -> list[bytes]:
+    def _respond(self, sub: SotwSubscription, current: TypeSnapshot | ScopeSnapshot) -> list[bytes]:
         view = current.view(sub.names)
         if not sub.due(view.version):
             return []
@@ -209,15 +209,19 @@ class _DeltaSession(_Session):
     def _subscribe(self, type_url: str) -> DeltaSubscription:
         return DeltaSubscription(type_url)
 
-    def _respond(self, sub: DeltaSubscription, current: TypeSnapshot) -> list[bytes]:
-        updated, removed = sub.changes(current.versions)
+    def _respond(
+        self, sub: DeltaSubscription, current: TypeSnapshot | ScopeSnapshot
+    ) -> list[bytes]:
+        updated, removed = sub.changes(current)
         if not (updated or removed or not sub.answered):
             return []
         nonce = self._nonce()
-        chosen = [current.resources[name] for name in updated]
-        sub.sent({r.name: r.version for r in chosen}, removed, nonce)
+        versions = {name: current.versions[name] for name in updated}
+        # An ACK of scopes tells which revision of the scope table this Envoy holds.
+        label = current.version if current.type_url == res.SCOPED else ""
+        sub.sent(versions, removed, nonce, label)
         endpoints = self._subscriptions.get(res.ENDPOINT)
         if current.type_url == res.CLUSTER and endpoints is not None:
             endpoints.force(updated)  # updated clusters stay warming until these arrive
-        resources = ((r.name, r.version, r.proto) for r in chosen)
+        resources = ((name, version, current.proto(name)) for name, version in versions.items())
         return [wire.delta_discovery_response(current.type_url, resources, removed, nonce)]

@@ -4,7 +4,11 @@
   prints). Names hold only ``[A-Za-z0-9._-]``, so the ``/`` keeps ``a.b/c`` and ``a/b.c`` apart.
 - Virtual host of a service: the same name; it answers to the Host ``{name}.{namespace}``
   (with any port), the way a Kubernetes client names a service.
-- The one Listener and the one RouteConfiguration: ``stateful-route``.
+- The one Listener and its scoped routes: ``stateful-route``.
+- RouteConfigurations: ``stateful-route.balanced`` (every service, balanced by Envoy: requests
+  with no user, and users the control plane could not place) and one per *placement*, the pods
+  a set of users is bound to: ``stateful-route:<cluster>=<pod>[;<cluster>=<pod>...]``.
+- Scopes (ScopedRouteConfiguration): named by their key (``xds/scopes.py``).
 - The control plane's own cluster for the miss path: ``stateful-route.miss-path``.
 """
 
@@ -13,17 +17,20 @@ from __future__ import annotations
 from controlplane.domain import ServiceKey
 
 LISTENER_NAME = "stateful-route"
-ROUTE_CONFIG_NAME = "stateful-route"
-# The control plane as Envoy's ext_authz server; no "/", so no service cluster can take it.
+SCOPED_ROUTES_NAME = "stateful-route"
+BALANCED_ROUTE_NAME = "stateful-route.balanced"
+# The control plane as the miss path's server; no "/", so no service cluster can take it.
 MISS_PATH_CLUSTER = "stateful-route.miss-path"
-MISS_PATH_PREFIX = "/ext_authz"
-# Set by the miss path's answer: base64 of the pod's "ip:port", read by Envoy's stateful_session
-# filter. Stripped from client requests before routing.
-SESSION_HEADER = "x-stateful-route-host"
+MISS_PATH = "/stateful-route/miss"
+# Written by Envoy's early header mutation from the uid header(s), before any route is chosen
+# (a client's own copy is overwritten): the scope key Envoy selects a user's routes by.
+SCOPE_KEY_HEADER = "x-stateful-route-key"
 # The endpoint metadata key (under "envoy.lb") of a pod's subset, named by its users' routes.
 POD_SUBSET_KEY = "pod"
-# Set by a service's fallback route so the miss path knows the service. Stripped likewise.
+# What the miss path's Lua filter tells the control plane (on its own call, never upstream).
 SERVICE_HEADER = "x-stateful-route-service"
+UID_HEADER = "x-stateful-route-uid"
+GROUP_HEADER = "x-stateful-route-group"
 
 
 def cluster_name(key: ServiceKey) -> str:
@@ -35,3 +42,8 @@ def service_domains(key: ServiceKey) -> list[str]:
     """The Host header values that reach a service through the listener."""
     host = f"{key.name}.{key.namespace}"
     return [host, f"{host}:*"]
+
+
+def placement_route_name(placement: tuple[tuple[str, int], ...]) -> str:
+    """The RouteConfiguration of the users bound to these (cluster, pod index) pairs."""
+    return "stateful-route:" + ";".join(f"{cluster}={pod}" for cluster, pod in placement)

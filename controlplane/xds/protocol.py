@@ -10,7 +10,9 @@ a subscription, and send what the subscription says is due. Rules:
 - REST has no nonces and no error detail: a request naming the version before the one we sent
   is a NACK of what we sent; one naming neither is a client that restarted.
 - Delta: the server tracks what the client has (name -> version) and sends only differences.
-  A NACKed resource counts as delivered so it is not re-sent; its next version is.
+  A NACKed resource counts as delivered so it is not re-sent; its next version is. A stream
+  synced to a source that says what changed since (a group's scopes: one per user) looks only
+  at those names, so a user's arrival costs O(1), not O(users).
 - Envoy keeps an updated EDS cluster warming until its endpoints arrive: after a CDS push, the
   endpoints of the pushed clusters are due again even when unchanged (``force``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,20 @@ def normalize_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if not names or "*" in names:
         return ()
     return tuple(sorted(set(names)))
+
+
+class Versioned(Protocol):
+    """Every resource of a type: name -> version, and what changed since a revision."""
+
+    @property
+    def versions(self) -> Mapping[str, str]: ...
+
+    @property
+    def revision(self) -> int: ...
+
+    def changed_since(self, revision: int) -> set[str] | None:
+        """Names changed after ``revision`` (None: not known, compare every name)."""
+        ...
 
 
 class Verdict(StrEnum):
@@ -176,7 +193,10 @@ class DeltaSubscription:
     known: dict[str, str] = field(default_factory=dict)
     sent_nonce: str = ""
     sent_versions: dict[str, str] = field(default_factory=dict)
+    sent_label: str = ""  # the version an ACK of the last response acknowledges
     answered: bool = False  # a first response is due even when it would be empty
+    # The source and revision ``known`` was last brought up to date with.
+    synced: tuple[Versioned, int] | None = None
 
     def on_request(self, request: DeltaRequest) -> Reply | None:
         """Apply a delta request; return the ACK or NACK of our last response, if any."""
@@ -190,9 +210,11 @@ class DeltaSubscription:
         for name in request.unsubscribe:
             self.names.discard(name)
             self.known.pop(name, None)
+        if request.subscribe or request.unsubscribe:
+            self.synced = None
         if not request.response_nonce or request.response_nonce != self.sent_nonce:
             return None
-        version = _summary(self.sent_versions)
+        version = self.sent_label or _summary(self.sent_versions)
         if request.error is not None:
             # What we sent stays "known": re-sending it would only be rejected again.
             return Reply(Verdict.NACK, version, request.error)
@@ -201,27 +223,45 @@ class DeltaSubscription:
     def wants(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
-    def changes(self, versions: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    def changes(self, current: Versioned) -> tuple[list[str], list[str]]:
         """(names to send, names to remove) given every resource's current version.
 
         Due when either is non-empty, or when the subscription has had no answer yet.
+        Afterwards the subscription counts as synced to ``current``.
         """
-        updated = [n for n, v in versions.items() if self.wants(n) and self.known.get(n) != v]
-        removed = [n for n in self.known if n not in versions and self.wants(n)]
+        versions = current.versions
+        candidates = None
+        if self.synced is not None and self.synced[0] is current:
+            candidates = current.changed_since(self.synced[1])
+        if candidates is None:
+            updated = [n for n, v in versions.items() if self.wants(n) and self.known.get(n) != v]
+            removed = [n for n in self.known if n not in versions and self.wants(n)]
+        else:
+            updated = [
+                n
+                for n in candidates
+                if n in versions and self.wants(n) and self.known.get(n) != versions[n]
+            ]
+            removed = [n for n in candidates if n not in versions and n in self.known]
+        self.synced = (current, current.revision)
         return sorted(updated), sorted(removed)
 
-    def sent(self, versions: Mapping[str, str], removed: list[str], nonce: str) -> None:
+    def sent(
+        self, versions: Mapping[str, str], removed: list[str], nonce: str, label: str = ""
+    ) -> None:
         self.known.update(versions)
         for name in removed:
             self.known.pop(name, None)
         self.sent_versions = dict(versions)
         self.sent_nonce = nonce
+        self.sent_label = label
         self.answered = True
 
     def force(self, names: list[str]) -> None:
         """Send these resources again at the next push even if unchanged."""
         for name in names:
             self.known.pop(name, None)
+        self.synced = None
 
 
 def _summary(versions: Mapping[str, str]) -> str:

@@ -1,31 +1,32 @@
 """Build Envoy v3 resources from the route manager's state (pure: no I/O, no caching).
 
-One Cluster (EDS) and one ClusterLoadAssignment per service, one VirtualHost per service inside
-the one RouteConfiguration, and one Listener whose HttpConnectionManager fetches that
-RouteConfiguration over RDS. Names come from ``naming``.
+One Cluster (EDS) and one ClusterLoadAssignment per service; one Listener whose
+HttpConnectionManager selects each request's RouteConfiguration by *scope* (scoped RDS); the
+RouteConfigurations those scopes name. Names come from ``naming``, scopes from ``scopes``.
 
 How a request finds its user's pod (docs/architecture.md tells it in full):
-- Envoy first strips the two internal headers a client might forge (``SESSION_HEADER``,
-  ``SERVICE_HEADER``).
-- A user in the service's virtual host ``matcher`` (an exact map on the uid header) gets a route
-  whose metadata names its pod: the cluster's subset load balancer holds one subset per pod
-  that keeps its users (``POD_SUBSET_KEY`` on the endpoint), so the request goes there. A pod
-  that failed loses its label in the EDS, and its users' requests fall back to the cluster's
-  own balancer until their new routes arrive. Such a request runs no filter but the router.
-- Anyone else gets the fallback route, the only one that turns the other filters on: it names
-  the service in ``SERVICE_HEADER`` and lets ext_authz ask the control plane (the miss path);
-  the answer carries ``SESSION_HEADER``, and the stateful_session filter sends the request to
-  that host while it is healthy or draining, else the cluster's own balancer picks one.
+- Envoy's early header mutation writes the scope key from the uid header (``scopes``), and the
+  user's scope names the RouteConfiguration of its pods: a route to its pod's subset of the
+  service's cluster (``POD_SUBSET_KEY`` on the endpoint). A pod that failed loses its label in
+  the EDS, and its users' requests fall back to the cluster's own balancer until their scopes
+  are re-pointed. Such a request runs no filter but the router.
+- A request with no uid has a scope too, naming the balanced RouteConfiguration.
+- A user with no scope yet finds no route, so the one filter no route turns off runs: the miss
+  path's Lua filter (``misspath.lua``) asks the control plane, which binds the user and answers
+  once this Envoy holds the user's scope; the filter then selects it and the request goes to
+  the user's pod. If the control plane cannot answer, the filter selects the fallback scope:
+  Envoy balances the request (by the uid's hash for the default strategy).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from importlib.resources import files
 
-import betterproto2
 from envoy_data_plane.envoy.config.cluster.v3 import (
     CircuitBreakers,
     CircuitBreakersThresholds,
@@ -51,14 +52,13 @@ from envoy_data_plane.envoy.config.core.v3 import (
     ApiConfigSourceApiType,
     ApiVersion,
     ConfigSource,
+    DataSource,
     HeaderValue,
     HeaderValueOption,
     HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckHttpHealthCheck,
     HealthStatus,
-    HealthStatusSet,
-    HttpUri,
     Metadata,
     SocketAddress,
     TypedExtensionConfig,
@@ -83,27 +83,16 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
-    AuthorizationResponse,
-    CheckSettings,
-    ExtAuthz,
-    ExtAuthzPerRoute,
-    HttpService,
-)
-from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
-    HeaderMutation,
-    HeaderMutationPerRoute,
-    Mutations,
-)
+from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.http.stateful_session.v3 import (
-    StatefulSession,
-    StatefulSessionPerRoute,
-)
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpFilter,
-    Rds,
+    ScopedRds,
+    ScopedRoutes,
+    ScopedRoutesScopeKeyBuilder,
+    ScopedRoutesScopeKeyBuilderFragmentBuilder,
+    ScopedRoutesScopeKeyBuilderFragmentBuilderHeaderValueExtractor,
 )
 from envoy_data_plane.envoy.extensions.health_check.event_sinks.file.v3 import (
     HealthCheckEventFileSink,
@@ -111,46 +100,37 @@ from envoy_data_plane.envoy.extensions.health_check.event_sinks.file.v3 import (
 from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
     HeaderMutation as EarlyHeaderMutation,
 )
-from envoy_data_plane.envoy.extensions.http.stateful_session.header.v3 import (
-    HeaderBasedSessionState,
-)
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
     PreviousHostsPredicate,
 )
-from envoy_data_plane.envoy.type.matcher.v3 import (
-    HttpRequestHeaderMatchInput,
-    ListStringMatcher,
-    StringMatcher,
-)
 from envoy_data_plane.google.protobuf import Any, Struct, Value
-from envoy_data_plane.xds.core.v3 import TypedExtensionConfig as XdsTypedExtensionConfig
-from envoy_data_plane.xds.type.matcher.v3 import Matcher as XdsMatcher
-from envoy_data_plane.xds.type.matcher.v3 import (
-    MatcherMatcherTree,
-    MatcherMatcherTreeMatchMap,
-    MatcherOnMatch,
-)
 
 from controlplane.domain import Pod, PodState, Service, ServiceKey, Strategy
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.xds.naming import (
+    BALANCED_ROUTE_NAME,
+    GROUP_HEADER,
     LISTENER_NAME,
+    MISS_PATH,
     MISS_PATH_CLUSTER,
-    MISS_PATH_PREFIX,
     POD_SUBSET_KEY,
-    ROUTE_CONFIG_NAME,
+    SCOPE_KEY_HEADER,
+    SCOPED_ROUTES_NAME,
     SERVICE_HEADER,
-    SESSION_HEADER,
+    UID_HEADER,
     cluster_name,
+    placement_route_name,
     service_domains,
 )
+from controlplane.xds.scopes import FALLBACK_KEY, key_format
 
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SCOPED = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
 # The order ADS pushes in, so Envoy never sees a reference before what it references.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, SCOPED, ROUTE)
 
 _LB_POLICY = {
     Strategy.ROUND_ROBIN: ClusterLbPolicy.ROUND_ROBIN,
@@ -161,9 +141,8 @@ _LB_POLICY = {
     Strategy.BOUNDED_HASH: ClusterLbPolicy.RING_HASH,
 }
 _HASHED = frozenset({ClusterLbPolicy.RING_HASH, ClusterLbPolicy.MAGLEV})
-EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
-HEADER_MUTATION_FILTER = "envoy.filters.http.header_mutation"
-STATEFUL_SESSION_FILTER = "envoy.filters.http.stateful_session"
+# The miss path's filter; its name is also where routes keep the metadata it reads.
+LUA_FILTER = "envoy.filters.http.lua"
 # Endpoint and route metadata the subset load balancer reads.
 LB_METADATA = "envoy.lb"
 MISS_PATH_TIMEOUT_S = 1.0
@@ -176,17 +155,6 @@ _HEALTH_STATUS = {
     PodState.DOWN: HealthStatus.UNHEALTHY,
     PodState.RECOVERING: HealthStatus.UNHEALTHY,  # takes no users until it is HEALTHY again
 }
-
-
-# Hosts a session header may pin a request to (a draining pod keeps its users); anything else,
-# e.g. a pod Envoy has just ejected, falls back to the balancer. The control plane does not
-# place users on a pod Envoy still ejects (domain.health), so the two agree.
-_SESSION_HOST_STATUSES = [
-    HealthStatus.UNKNOWN,
-    HealthStatus.HEALTHY,
-    HealthStatus.DEGRADED,
-    HealthStatus.DRAINING,
-]
 
 
 class SourceKind(StrEnum):
@@ -240,10 +208,7 @@ def build_cluster(
         hashing = ClusterCommonLbConfigConsistentHashingLbConfig(
             hash_balance_factor=round(settings.hash_balance_factor * 100)
         )
-    common = ClusterCommonLbConfig(
-        consistent_hashing_lb_config=hashing,
-        override_host_status=HealthStatusSet(statuses=_SESSION_HOST_STATUSES),
-    )
+    common = ClusterCommonLbConfig(consistent_hashing_lb_config=hashing)
     # One subset per labelled pod, for its bound users' routes. A single-host subset is a
     # lookup with no balancer behind it, and it ignores the host's health on purpose: a
     # draining pod keeps its users, and a failed pod loses its label, not its health flag.
@@ -334,8 +299,11 @@ def pod_label(index: int) -> str:
 
 
 def _pod_metadata(index: int) -> Metadata:
-    label = Struct(fields={POD_SUBSET_KEY: Value(string_value=pod_label(index))})
-    return Metadata(filter_metadata={LB_METADATA: label})
+    return Metadata(filter_metadata={LB_METADATA: _struct({POD_SUBSET_KEY: pod_label(index)})})
+
+
+def _struct(values: Mapping[str, str]) -> Struct:
+    return Struct(fields={k: Value(string_value=v) for k, v in values.items()})
 
 
 def build_load_assignment(
@@ -394,100 +362,53 @@ def load_assignment_json(
     return assignment
 
 
-def build_virtual_host(
-    service: Service, pods: Sequence[Pod], routes: Mapping[str, int]
-) -> VirtualHost:
-    """A service's virtual host: its users' routes in an exact map on the uid header.
+def build_balanced_route(services: Iterable[Service]) -> RouteConfiguration:
+    """Every service balanced by Envoy: the routes of requests with no user, and of users the
+    control plane could not place (it is away). The miss path's Lua filter also reads which
+    service (and uid header) a request is for from here."""
+    hosts = []
+    for service in sorted(services, key=lambda s: s.key):
+        action = _route_action(service)
+        action.retry_policy = _retry_policy(service, to_another_pod=True)
+        about = {"service": str(service.key), "uid_header": service.settings.uid_header}
+        hosts.append(_virtual_host(service, action, about))
+    return RouteConfiguration(name=BALANCED_ROUTE_NAME, virtual_hosts=hosts)
 
-    This builds the whole message; the cache assembles the same bytes from cached parts
-    (``sticky_host``), which the tests check against this.
+
+def build_placement_route(
+    services: Mapping[str, Service], placement: tuple[tuple[str, int], ...]
+) -> RouteConfiguration:
+    """The routes of the users bound to ``placement``'s pods: each to its pod's subset.
+
+    All users of a pod share this RouteConfiguration (their scopes name it), so a user's
+    arrival never changes it. A request for a service not in the placement finds no virtual
+    host, and the miss path places the user there too.
     """
-    host, shared = build_host_head(service)
-    host.retry_policy = shared.retry_policy
-    indexes = {pod.index for pod in pods}
-    users = {uid: index for uid, index in routes.items() if index in indexes}
-    tree = None
-    if users:  # Envoy rejects an empty map
-        tree = MatcherMatcherTree(
-            input=uid_input(service),
-            exact_match_map=MatcherMatcherTreeMatchMap(
-                map={uid: sticky_on_match(service, index) for uid, index in users.items()}
-            ),
-        )
-    host.matcher = XdsMatcher(matcher_tree=tree, on_no_match=fallback_on_match(service))
-    return host
+    hosts = []
+    for cluster, index in placement:
+        service = services.get(cluster)
+        if service is None:
+            continue  # removed meanwhile: its users' scopes are re-pointed next
+        action = _route_action(service)
+        action.metadata_match = _pod_metadata(index)
+        hosts.append(_virtual_host(service, action, {"pod": pod_label(index)}))
+    return RouteConfiguration(name=placement_route_name(placement), virtual_hosts=hosts)
 
 
-def build_host_head(service: Service) -> tuple[VirtualHost, VirtualHost]:
-    """The virtual host without its matcher, as the fields serialized before the matcher
-    (name, domains) and those after it (protobuf merges the two halves into one message).
-
-    What every user's route shares (the retry policy) is said once here: a user's map entry
-    then carries only what differs, its pod's label (Envoy keeps one route object per entry,
-    so their size is Envoy's memory and cache footprint).
-    """
-    domains = [*service_domains(service.key), *service.settings.domains]
-    shared = VirtualHost(retry_policy=_retry_policy(service))
-    return VirtualHost(name=cluster_name(service.key), domains=domains), shared
-
-
-def uid_input(service: Service) -> XdsTypedExtensionConfig:
-    """The matcher's input: the service's uid header."""
-    return XdsTypedExtensionConfig(
-        name="uid",
-        typed_config=Any.pack(HttpRequestHeaderMatchInput(header_name=service.settings.uid_header)),
+def _virtual_host(service: Service, action: RouteAction, about: dict[str, str]) -> VirtualHost:
+    """A service's virtual host with one route; ``about`` is route metadata for the Lua filter,
+    which the route turns off (Envoy then does not even create it for the request)."""
+    route = Route(
+        match=RouteMatch(prefix="/"),
+        route=action,
+        metadata=Metadata(filter_metadata={LUA_FILTER: _struct(about)}),
+        typed_per_filter_config={LUA_FILTER: Any.pack(FilterConfig(disabled=True))},
     )
-
-
-def sticky_on_match(service: Service, index: int) -> MatcherOnMatch:
-    """The route of a user bound to pod ``index``: to that pod's subset of the cluster."""
-    action = _route_action(service)
-    action.metadata_match = _pod_metadata(index)
-    return _on_match(action, {})
-
-
-def fallback_on_match(service: Service) -> MatcherOnMatch:
-    """The route of anyone else: ask the miss path, naming the service so it can place them,
-    and pin the request to the pod it answers. The only route that turns those filters on."""
-    action = _route_action(service)
-    action.retry_policy = _retry_policy(service, to_another_pod=True)
-    return _on_match(
-        action,
-        {
-            EXT_AUTHZ_FILTER: _enable(ExtAuthzPerRoute(check_settings=CheckSettings())),
-            HEADER_MUTATION_FILTER: _enable(_set_header(SERVICE_HEADER, str(service.key))),
-            # (Envoy refuses an empty per-route config, so the listener's is said again.)
-            STATEFUL_SESSION_FILTER: _enable(
-                StatefulSessionPerRoute(stateful_session=_stateful_session())
-            ),
-        },
-    )
-
-
-def _enable(per_route: betterproto2.Message) -> Any:
-    """Turn on, for one route, a filter the listener declares off by default."""
-    return Any.pack(FilterConfig(config=Any.pack(per_route)))
-
-
-def _on_match(action: RouteAction, per_filter: dict[str, Any]) -> MatcherOnMatch:
-    route = Route(match=RouteMatch(prefix="/"), route=action, typed_per_filter_config=per_filter)
-    return MatcherOnMatch(
-        action=XdsTypedExtensionConfig(name="route", typed_config=Any.pack(route))
-    )
-
-
-def _set_header(name: str, value: str) -> HeaderMutationPerRoute:
-    return HeaderMutationPerRoute(
-        mutations=Mutations(
-            request_mutations=[
-                MutationRulesHeaderMutation(
-                    append=HeaderValueOption(
-                        header=HeaderValue(key=name, value=value),
-                        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-                    )
-                )
-            ]
-        )
+    return VirtualHost(
+        name=cluster_name(service.key),
+        domains=[*service_domains(service.key), *service.settings.domains],
+        routes=[route],
+        retry_policy=_retry_policy(service),
     )
 
 
@@ -513,7 +434,7 @@ def _retry_policy(service: Service, *, to_another_pod: bool = False) -> RetryPol
     A bound user's retry needs no plugin: its pod's subset holds that pod alone, and once the
     pod has failed its label is gone and the backed-off retry finds the cluster's balancer.
     Retry plugins are made afresh for every request (about 3% of a proxy core measured here),
-    so only the fallback route, pinned by a session header, asks for another pod.
+    so only balanced routes ask for another pod.
     """
     retry = service.settings.envoy.retry
     policy = RetryPolicy(
@@ -533,54 +454,50 @@ def _retry_policy(service: Service, *, to_another_pod: bool = False) -> RetryPol
     return policy
 
 
-def build_route_configuration() -> RouteConfiguration:
-    """The RouteConfiguration without its virtual hosts.
-
-    The cache appends each service's virtual host, serialized once, so that one service's
-    change does not serialize every virtual host again.
-    """
-    return RouteConfiguration(name=ROUTE_CONFIG_NAME)
-
-
 def build_listener(
-    address: str, port: int, source: ConfigSource, uid_headers: Iterable[str]
+    address: str, port: int, source: ConfigSource, uid_headers: Sequence[str], group: str
 ) -> Listener:
-    """The proxy listener: HTTP, routes over RDS, the filters of the sticky data path."""
+    """The proxy listener: HTTP, a scope per user (scoped RDS), the miss path's Lua filter."""
     manager = HttpConnectionManager(
         stat_prefix="stateful_route",
-        rds=Rds(config_source=source, route_config_name=ROUTE_CONFIG_NAME),
-        # Before any route is chosen: a client must not name its own pod or service.
+        scoped_routes=ScopedRoutes(
+            name=SCOPED_ROUTES_NAME,
+            scope_key_builder=ScopedRoutesScopeKeyBuilder(
+                fragments=[
+                    ScopedRoutesScopeKeyBuilderFragmentBuilder(
+                        header_value_extractor=ScopedRoutesScopeKeyBuilderFragmentBuilderHeaderValueExtractor(
+                            name=SCOPE_KEY_HEADER, index=0
+                        )
+                    )
+                ]
+            ),
+            rds_config_source=source,
+            scoped_rds=ScopedRds(scoped_rds_config_source=source),
+        ),
+        # Before any route is chosen, from the uid header(s): the key of the user's scope.
+        # It overwrites a client's own copy, so nobody picks another user's routes.
         early_header_mutation_extensions=[
             TypedExtensionConfig(
-                name="strip-internal-headers",
+                name="scope-key",
                 typed_config=Any.pack(
                     EarlyHeaderMutation(
                         mutations=[
-                            MutationRulesHeaderMutation(remove=SESSION_HEADER),
-                            MutationRulesHeaderMutation(remove=SERVICE_HEADER),
+                            MutationRulesHeaderMutation(
+                                append=HeaderValueOption(
+                                    header=HeaderValue(
+                                        key=SCOPE_KEY_HEADER, value=key_format(uid_headers)
+                                    ),
+                                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                                )
+                            )
                         ]
                     )
                 ),
             )
         ],
-        # All but the router are off unless a route turns them on (the fallback route does):
-        # Envoy then does not even create them for a bound user's request.
+        # The Lua filter runs only where no route turns it off: a user with no scope yet.
         http_filters=[
-            HttpFilter(
-                name=HEADER_MUTATION_FILTER,
-                typed_config=Any.pack(HeaderMutation()),
-                disabled=True,
-            ),
-            HttpFilter(
-                name=EXT_AUTHZ_FILTER,
-                typed_config=Any.pack(_ext_authz(uid_headers)),
-                disabled=True,
-            ),
-            HttpFilter(
-                name=STATEFUL_SESSION_FILTER,
-                typed_config=Any.pack(_stateful_session()),
-                disabled=True,
-            ),
+            HttpFilter(name=LUA_FILTER, typed_config=Any.pack(_miss_path_lua(group))),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
@@ -600,37 +517,24 @@ def build_listener(
     )
 
 
-def _stateful_session() -> StatefulSession:
-    return StatefulSession(
-        session_state=TypedExtensionConfig(
-            name="envoy.http.stateful_session.header",
-            typed_config=Any.pack(HeaderBasedSessionState(name=SESSION_HEADER)),
-        ),
-        strict=False,  # a pod that failed meanwhile: the cluster's balancer, not an error
-    )
-
-
-def _ext_authz(uid_headers: Iterable[str]) -> ExtAuthz:
-    allowed = [SERVICE_HEADER, *sorted(set(uid_headers))]
-    return ExtAuthz(
-        transport_api_version=ApiVersion.V3,
-        # The control plane unreachable: requests still flow, balanced by Envoy alone.
-        failure_mode_allow=True,
-        allowed_headers=ListStringMatcher(patterns=[StringMatcher(exact=h) for h in allowed]),
-        http_service=HttpService(
-            server_uri=HttpUri(
-                uri=f"http://{MISS_PATH_CLUSTER}",
-                cluster=MISS_PATH_CLUSTER,
-                timeout=_seconds(MISS_PATH_TIMEOUT_S),
-            ),
-            path_prefix=MISS_PATH_PREFIX,
-            authorization_response=AuthorizationResponse(
-                allowed_upstream_headers=ListStringMatcher(
-                    patterns=[StringMatcher(exact=SESSION_HEADER)]
-                )
-            ),
-        ),
-    )
+def _miss_path_lua(group: str) -> Lua:
+    template = files("controlplane.xds").joinpath("misspath.lua").read_text()
+    constants = {
+        "KEY_HEADER": SCOPE_KEY_HEADER,
+        "FALLBACK_KEY": FALLBACK_KEY,
+        "CLUSTER": MISS_PATH_CLUSTER,
+        "PATH": MISS_PATH,
+        "SERVICE_HEADER": SERVICE_HEADER,
+        "UID_HEADER": UID_HEADER,
+        "GROUP_HEADER": GROUP_HEADER,
+        "GROUP": group,
+    }
+    code = template
+    for name, value in constants.items():
+        code = code.replace(f"@{name}@", json.dumps(value))  # a JSON string is a Lua string
+    timeout_ms = str(round(MISS_PATH_TIMEOUT_S * 1000))
+    code = code.replace("@TIMEOUT_MS@", timeout_ms)
+    return Lua(default_source_code=DataSource(inline_string=code))
 
 
 def build_miss_path_cluster(host: str, port: int) -> Cluster:

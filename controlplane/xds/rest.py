@@ -1,4 +1,5 @@
-"""REST-JSON discovery on aiohttp: ``POST /v3/discovery:{clusters,endpoints,listeners,routes}``.
+"""REST-JSON discovery on aiohttp: ``POST /v3/discovery:{clusters,endpoints,listeners,routes,
+scoped-routes}``.
 
 Long-poll: a request whose version is current is held until the resources it names change,
 then answered at once; after ``long_poll_hold_s`` it gets 304 (before Envoy's request_timeout).
@@ -18,7 +19,7 @@ from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from controlplane.xds import resources as res
-from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
+from controlplane.xds.cache import ScopeView, SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
@@ -32,6 +33,7 @@ PATHS = {
     "/v3/discovery:endpoints": res.ENDPOINT,
     "/v3/discovery:listeners": res.LISTENER,
     "/v3/discovery:routes": res.ROUTE,
+    "/v3/discovery:scoped-routes": res.SCOPED,
 }
 
 
@@ -87,7 +89,7 @@ class _Poller:
 
 
 class RestDiscovery:
-    """The four REST discovery endpoints, reading snapshots from the cache."""
+    """The REST discovery endpoints, reading snapshots from the cache."""
 
     def __init__(
         self, cache: SnapshotCache, clients: ConnectedEnvoys, settings: XdsSettings
@@ -128,7 +130,7 @@ class RestDiscovery:
         self._clients.sent(type_url)
         return web.Response(body=view.rest_body(type_url), content_type="application/json")
 
-    async def _wait_until_due(self, key: SnapshotKey, poller: _Poller) -> View | None:
+    async def _wait_until_due(self, key: SnapshotKey, poller: _Poller) -> View | ScopeView | None:
         """The view to answer with, or None for 304 (hold over, replaced, or shutting down)."""
         sub = poller.subscription
         view = self._cache.snapshot(key).type(sub.type_url).view(sub.names)

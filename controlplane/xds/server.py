@@ -36,7 +36,7 @@ class XdsServer:
     ) -> None:
         self.settings = settings or XdsSettings()
         self.source = source
-        self.cache = SnapshotCache(self.settings)
+        self.cache = SnapshotCache(self.settings, source.sticky.routes)
         self.clients = ConnectedEnvoys(self.settings.rest_client_expiry_s, observer=metrics)
         self.rest = RestDiscovery(self.cache, self.clients, self.settings)
         self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings)
@@ -48,6 +48,8 @@ class XdsServer:
     async def start(self) -> None:
         # Listen first: a change racing the full build is then fetched again, never lost.
         self.source.add_listener(self._changed)
+        # A user's scope changes at once, with no rebuild: O(1) per arrival.
+        self.source.sticky.observer = self.cache.user_changed
         self.cache.replace_all(await self.source.service_states())
         self._task = asyncio.create_task(self._apply_changes(), name="xds-apply-changes")
 
@@ -63,6 +65,12 @@ class XdsServer:
     def routes(self) -> list[web.RouteDef]:
         """The REST discovery routes, for the control plane's aiohttp app."""
         return self.rest.routes()
+
+    async def scopes_live(self, group: str, timeout_s: float) -> bool:
+        """Wait until the group's Envoys hold every scope the cache has now (the miss path's
+        answer must not overtake the user's scope); False after ``timeout_s``."""
+        revision = self.cache.scope_revision(group)
+        return await self.clients.scopes_live(group, revision, timeout_s)
 
     def envoys(self) -> list[EnvoyView]:
         """The connected Envoys, for the admin API."""

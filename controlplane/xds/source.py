@@ -6,9 +6,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from controlplane.domain import ServiceKey, ServiceState
+from controlplane.domain.sticky import StickyTable
 
 
 class StateSource(Protocol):
+    # The users Envoy carries, and which pod each is routed to (one scope per user).
+    sticky: StickyTable
+
     async def service_states(self) -> list[ServiceState]:
         """Every service, for a full build."""
         ...
@@ -18,5 +22,6 @@ class StateSource(Protocol):
         ...
 
     def add_listener(self, callback: Callable[[ServiceKey], None]) -> None:
-        """Call ``callback`` (in the event loop, not awaited) on every change of a service."""
+        """Call ``callback`` (in the event loop, not awaited) on every change of a service
+        (its settings or pods; users are told through ``sticky``)."""
         ...

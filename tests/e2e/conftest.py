@@ -11,6 +11,7 @@ import aiohttp
 import pytest_asyncio
 
 from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, LocalStack, StackConfig
+from controlplane.xds.scopes import user_key
 
 SERVICE_PATH = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
 
@@ -48,10 +49,10 @@ class Client:
         return {p["pod_index"]: p for p in await self.admin("GET", f"{SERVICE_PATH}/pods")}
 
     async def routed_by_envoy(self, uids: list[str]) -> bool:
-        """Whether Envoy's route configuration carries every one of ``uids``."""
+        """Whether Envoy holds a scope for every one of ``uids``."""
         assert self.stack.envoy is not None
-        dump = json.dumps(await self.stack.envoy.config_dump("dynamic_route_configs"))
-        return all(f'"{uid}"' in dump for uid in uids)
+        dump = json.dumps(await self.stack.envoy.config_dump("dynamic_scoped_route_configs"))
+        return all(json.dumps(user_key(("x-uid",), "x-uid", uid)) in dump for uid in uids)
 
     async def until(self, check: Any, timeout_s: float = 5.0, every_s: float = 0.05) -> float:
         """Poll ``await check()`` until truthy; returns the seconds it took."""

@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from controlplane.misspath import session_value
 from controlplane.runtime.stack import NAMESPACE, SERVICE, LocalStack
-from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.naming import SCOPE_KEY_HEADER, SERVICE_HEADER
+from controlplane.xds.scopes import user_key
 
 from .conftest import SERVICE_PATH, Client
 
@@ -43,11 +43,12 @@ async def test_every_user_stays_on_one_pod_for_all_its_requests(client: Client) 
 
 
 async def test_a_client_cannot_choose_its_pod(client: Client, stack: LocalStack) -> None:
-    pods = await client.pods()
-    bound = await bind(client, ["spoofer"])
-    other = next(i for i in pods if i != bound["spoofer"])
+    uids = ["spoofer", *(f"victim-{i}" for i in range(20))]
+    bound = await bind(client, uids)
+    victim = next(uid for uid in uids if bound[uid] != bound["spoofer"])
+    # Another user's scope key, and the service header the miss path reads.
     forged = {
-        SESSION_HEADER: session_value(pods[other]["address"]),
+        SCOPE_KEY_HEADER: user_key(("x-uid",), "x-uid", victim),
         SERVICE_HEADER: "demo/elsewhere",
     }
     for _ in range(3):

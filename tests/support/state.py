@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 from controlplane.domain import Pod, Service, ServiceKey, ServiceState
+from controlplane.domain.sticky import StickyTable
 
 
 class MemoryStateSource:
     def __init__(self, states: list[ServiceState] | None = None) -> None:
         self.states = {s.service.key: s for s in states or []}
         self._listeners: list[Callable[[ServiceKey], None]] = []
+        self.sticky = StickyTable(window_s=24 * 3600)
+
+    def route(self, key: ServiceKey, users: Mapping[str, int]) -> None:
+        """Put users (uid -> pod) into Envoy's routes, as the miss path does."""
+        now = time.monotonic()
+        for uid, pod in users.items():
+            self.sticky.put(key, uid, pod, now)
 
     async def service_states(self) -> list[ServiceState]:
         return list(self.states.values())
@@ -33,7 +42,7 @@ class MemoryStateSource:
         """Replace pod ``index`` of a service with a copy carrying ``changes``."""
         state = self.states[key]
         pods = tuple(p.model_copy(update=changes) if p.index == index else p for p in state.pods)
-        self.put(ServiceState(state.service, pods, state.routes))
+        self.put(ServiceState(state.service, pods))
 
     def _notify(self, key: ServiceKey) -> None:
         for callback in self._listeners:

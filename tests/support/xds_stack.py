@@ -6,21 +6,21 @@ from aiohttp import web
 
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.listeners import XdsListeners
-from controlplane.xds.naming import MISS_PATH_PREFIX
+from controlplane.xds.naming import MISS_PATH
 from controlplane.xds.server import XdsServer
 from controlplane.xds.source import StateSource
 
 
 async def place_nobody(_: web.Request) -> web.Response:
-    """A miss path that lets every request through unpinned (Envoy balances it)."""
-    return web.Response(status=200)
+    """A miss path that places nobody: Envoy balances every user it holds no scope for."""
+    return web.Response(status=503)
 
 
 class XdsStack(XdsListeners):
     """XdsServer over ``source`` plus the HTTP and gRPC servers that carry it, on free ports."""
 
     def __init__(self, source: StateSource, settings: XdsSettings | None = None) -> None:
-        miss_path = web.route("*", MISS_PATH_PREFIX + "{tail:.*}", place_nobody)
+        miss_path = web.post(MISS_PATH, place_nobody)
         super().__init__(XdsServer(source, settings), extra_routes=[miss_path])
 
     async def start(self) -> XdsStack:  # type: ignore[override]

@@ -15,9 +15,7 @@ async def routed(manager: StatefulRouteManager, uid: str) -> int:
 
 
 async def routes(manager: StatefulRouteManager) -> dict[str, int]:
-    state = await manager.service_state(KEY)
-    assert state is not None
-    return dict(state.routes)
+    return dict(manager.sticky.routes(KEY))
 
 
 async def test_placed_users_enter_the_routes_with_their_pods(make_service: MakeService) -> None:
@@ -26,16 +24,19 @@ async def test_placed_users_enter_the_routes_with_their_pods(make_service: MakeS
     assert await routes(manager) == placed
 
 
-async def test_a_change_of_routes_is_announced_but_a_repeat_visit_is_not(
+async def test_a_change_of_routes_is_announced_per_user_but_a_repeat_visit_is_not(
     make_service: MakeService,
 ) -> None:
     manager = await make_service()
+    rebuilt: list[object] = []
+    manager.add_listener(rebuilt.append)
     announced: list[object] = []
-    manager.add_listener(announced.append)
+    manager.sticky.observer = lambda key, uid: announced.append((key, uid))
     await routed(manager, "alice")
-    assert announced == [KEY]
+    assert announced == [(KEY, "alice")]
     await routed(manager, "alice")
-    assert announced == [KEY]
+    assert announced == [(KEY, "alice")]
+    assert rebuilt == []  # a user's scope changes alone: the service is not rebuilt
 
 
 async def test_failover_and_migration_move_routes_and_unbind_removes_them(

@@ -1,8 +1,8 @@
-"""The ext_authz check endpoint, called the way Envoy calls it."""
+"""The miss path endpoint, called the way Envoy's Lua filter calls it."""
 
 from __future__ import annotations
 
-import base64
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,13 +10,29 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from controlplane.admin.metrics import AdminMetrics
-from controlplane.domain import Pod, Service, ServiceSettings
+from controlplane.domain import Pod, Service, ServiceKey, ServiceSettings
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
 from controlplane.store import Store
-from controlplane.xds.naming import SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.cache import SnapshotKey
+from controlplane.xds.clients import Transport
+from controlplane.xds.naming import (
+    GROUP_HEADER,
+    MISS_PATH,
+    SCOPE_KEY_HEADER,
+    SERVICE_HEADER,
+    UID_HEADER,
+)
+from controlplane.xds.protocol import Reply, Verdict
+from controlplane.xds.resources import SCOPED, SourceKind
+from controlplane.xds.scopes import user_key
+from controlplane.xds.server import XdsServer
 
-HEADERS = {SERVICE_HEADER: "games/lobby"}
+Client = TestClient[web.Request, web.Application]
+
+
+def asking(uid: str, service: str = "games/lobby") -> dict[str, str]:
+    return {SERVICE_HEADER: service, UID_HEADER: uid, GROUP_HEADER: "default"}
 
 
 @pytest.fixture
@@ -34,41 +50,58 @@ async def manager(store: Store) -> AsyncIterator[StatefulRouteManager]:
 
 
 @pytest.fixture
-async def client(
-    manager: StatefulRouteManager,
-) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+async def xds(manager: StatefulRouteManager) -> AsyncIterator[XdsServer]:
+    server = XdsServer(manager)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def client(manager: StatefulRouteManager, xds: XdsServer) -> AsyncIterator[Client]:
     app = web.Application()
-    app.router.add_routes(MissPath(manager, AdminMetrics()).routes())
+    app.router.add_routes(MissPath(manager, AdminMetrics(), xds).routes())
     async with TestClient(TestServer(app)) as client:
         yield client
 
 
-def pod_of(response_headers: object) -> str:
-    value = response_headers[SESSION_HEADER]  # type: ignore[index]
-    return base64.b64decode(value).decode()
-
-
-async def test_a_new_user_gets_its_pod_in_the_session_header_and_keeps_it(
-    client: TestClient,  # type: ignore[type-arg]
-    manager: StatefulRouteManager,
+async def test_a_new_user_is_bound_and_told_its_scope_key(
+    client: Client, manager: StatefulRouteManager
 ) -> None:
-    first = await client.get("/ext_authz/some/path", headers={**HEADERS, "x-player": "alice"})
-    again = await client.post("/ext_authz/", headers={**HEADERS, "x-player": "alice"})
+    first = await client.post(MISS_PATH, headers=asking("alice"))
+    again = await client.post(MISS_PATH, headers=asking("alice"))
     assert first.status == again.status == 200
-    assert pod_of(first.headers) == pod_of(again.headers)
-    assert pod_of(first.headers).startswith("10.0.0.1:900")
+    key = user_key(("x-player",), "x-player", "alice")
+    assert first.headers[SCOPE_KEY_HEADER] == again.headers[SCOPE_KEY_HEADER] == key
     binding = await manager.get_binding("games", "lobby", "alice")
-    assert pod_of(first.headers) == f"10.0.0.1:{9000 + binding.pod}"
+    assert manager.sticky.routes(ServiceKey("games", "lobby"))["alice"] == binding.pod
 
 
-async def test_requests_without_a_user_or_service_pass_unrouted(client: TestClient) -> None:  # type: ignore[type-arg]
-    for headers in ({}, HEADERS, {SERVICE_HEADER: "nope/none", "x-player": "bob"}):
-        response = await client.get("/ext_authz/", headers=headers)
-        assert response.status == 200
-        assert SESSION_HEADER not in response.headers
+async def test_the_answer_waits_until_the_groups_envoys_hold_the_scope(
+    client: Client, xds: XdsServer
+) -> None:
+    xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))  # what a connecting Envoy asks
+    envoy = xds.clients.enter("envoy-1", "default", Transport.DELTA)
+    xds.clients.record(envoy, SCOPED, Reply(Verdict.ACK, "e.0.0"))  # holds revision 0 only
+    answer = asyncio.ensure_future(client.post(MISS_PATH, headers=asking("bob")))
+    await asyncio.sleep(0.1)
+    assert not answer.done()
+    revision = xds.cache.scope_revision("default")
+    assert revision > 0
+    xds.clients.record(envoy, SCOPED, Reply(Verdict.ACK, f"e.{revision}.0"))
+    assert (await asyncio.wait_for(answer, 1)).status == 200
 
 
-async def test_an_invalid_uid_is_refused_and_never_bound(client: TestClient, store: Store) -> None:  # type: ignore[type-arg]
-    response = await client.get("/ext_authz/", headers={**HEADERS, "x-player": "x" * 300})
+async def test_unknown_services_and_missing_users_are_client_errors(
+    client: Client, store: Store
+) -> None:
+    assert (await client.post(MISS_PATH, headers=asking("bob", "nope/none"))).status == 404
+    assert (await client.post(MISS_PATH, headers=asking(""))).status == 400
+    assert (await client.post(MISS_PATH, headers={})).status == 400
+    assert [key async for key in store.redis.scan_iter("*:b")] == []
+
+
+async def test_an_invalid_uid_is_refused_and_never_bound(client: Client, store: Store) -> None:
+    response = await client.post(MISS_PATH, headers=asking("x" * 300))
     assert response.status == 400
     assert [key async for key in store.redis.scan_iter("*:b")] == []

@@ -63,9 +63,7 @@ async def two_replicas(
 
 
 async def routes(manager: StatefulRouteManager) -> dict[str, int]:
-    state = await manager.service_state(KEY)
-    assert state is not None
-    return dict(state.routes)
+    return dict(manager.sticky.routes(KEY))
 
 
 async def test_a_move_on_one_replica_reaches_the_routes_of_the_other(
@@ -77,14 +75,14 @@ async def test_a_move_on_one_replica_reaches_the_routes_of_the_other(
     assert await one.route_request(request) == await two.route_request(request)
     target = (pod + 1) % 3
     announced: list[object] = []
-    two.add_listener(announced.append)
+    two.sticky.observer = lambda key, uid: announced.append((key, uid))
     await one.migrate_user(*KEY, "alice", target)
     for _ in range(50):
         if (await routes(two)).get("alice") == target:
             break
         await asyncio.sleep(0.02)
     assert (await routes(two))["alice"] == target
-    assert KEY in announced  # two's xDS rebuilds the service
+    assert (KEY, "alice") in announced  # two's xDS re-points alice's scope
 
 
 async def test_a_pod_change_on_one_replica_rebuilds_the_other(

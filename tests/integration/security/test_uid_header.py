@@ -1,6 +1,6 @@
 """A hostile uid header: refused by the miss path, and never in a Redis key or Envoy's config.
 
-Envoy forwards the uid header to the miss path (ext_authz) as the client sent it, within what
+Envoy's miss path (its Lua filter) passes the uid header on as the client sent it, within what
 HTTP allows: over-long values, non-ASCII bytes, spaces and tabs inside. The handler is called
 directly with those and with the CR/LF no HTTP client can send; then the same values go through
 a real Envoy in front of the real control plane (LocalStack). Valid but awkward uids (quotes,
@@ -26,7 +26,10 @@ from controlplane.misspath import MissPath
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.runtime.stack import UID_HEADER, LocalStack, StackConfig
 from controlplane.store import Store
-from controlplane.xds.naming import MISS_PATH_PREFIX, SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.naming import MISS_PATH, SCOPE_KEY_HEADER, SERVICE_HEADER
+from controlplane.xds.naming import UID_HEADER as MISS_PATH_UID_HEADER
+from controlplane.xds.scopes import user_key
+from controlplane.xds.server import XdsServer
 from tests.integration.security.conftest import NAMESPACE, SERVICE, seed
 from tests.integration.security.redis_scan import redis_holds
 
@@ -60,13 +63,13 @@ def needles(value: str) -> list[bytes]:
 async def miss_path(store: Store) -> MissPath:
     manager = StatefulRouteManager(store, view_ttl_s=0.0)
     await seed(manager)
-    return MissPath(manager, AdminMetrics())
+    return MissPath(manager, AdminMetrics(), XdsServer(manager))
 
 
 async def check(miss_path: MissPath, uid: str) -> aiohttp.web.Response:
-    headers = CIMultiDict({SERVICE_HEADER: f"{NAMESPACE}/{SERVICE}", UID_HEADER: uid})
-    request = make_mocked_request("GET", MISS_PATH_PREFIX + "/", headers=headers)
-    return await miss_path.check(request)
+    headers = CIMultiDict({SERVICE_HEADER: f"{NAMESPACE}/{SERVICE}", MISS_PATH_UID_HEADER: uid})
+    request = make_mocked_request("POST", MISS_PATH, headers=headers)
+    return await miss_path.place(request)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,7 @@ async def test_the_miss_path_refuses_a_hostile_uid_and_stores_nothing(
 ) -> None:
     response = await check(miss_path, uid)
     assert response.status == 400
-    assert SESSION_HEADER not in response.headers
+    assert SCOPE_KEY_HEADER not in response.headers
     assert uid not in (response.text or "")  # the message does not echo it
     assert "\n" not in (response.text or "").rstrip("\n")
     assert await redis_holds(redis_server.url, needles(uid)) == []
@@ -89,7 +92,7 @@ async def test_the_miss_path_binds_awkward_visible_ascii_uids(
 ) -> None:
     response = await check(miss_path, uid)
     assert response.status == 200
-    assert response.headers[SESSION_HEADER]
+    assert response.headers[SCOPE_KEY_HEADER]
     assert await redis_holds(redis_server.url, [uid.encode()]) == [uid.encode()]
 
 
@@ -129,9 +132,9 @@ def strings_in(value: Any) -> set[str]:
     return {value} if isinstance(value, str) else set()
 
 
-async def route_strings(stack: LocalStack) -> set[str]:
+async def scope_strings(stack: LocalStack) -> set[str]:
     assert stack.envoy is not None
-    return strings_in(await stack.envoy.config_dump("dynamic_route_configs"))
+    return strings_in(await stack.envoy.config_dump("dynamic_scoped_route_configs"))
 
 
 async def eventually(probe: Any, timeout_s: float = 10.0) -> None:
@@ -155,13 +158,8 @@ async def test_hostile_uids_through_envoy_reach_neither_redis_nor_envoy_config(
     }
     statuses = {name: await raw_get(stack.proxy_port, raw) for name, raw in sent.items()}
     # Refused (400) by Envoy's codec or by the miss path, except where Envoy changed the value
-    # before the miss path saw it: it leaves a Latin-1 value out of the check request (no uid:
-    # balanced, not bound) and drops a bare CR ("cruid" is a valid uid). Never a 5xx.
-    assert statuses == {
-        **{name: 400 for name in sent},
-        "Latin-1 bytes": 200,
-        "a bare CR": 200,
-    }
+    # before the miss path saw it: it drops a bare CR ("cruid" is a valid uid). Never a 5xx.
+    assert statuses == {**{name: 400 for name in sent}, "a bare CR": 200}
     await asyncio.sleep(0.5)  # any route push would have happened by now
 
     assert stack.redis is not None
@@ -191,10 +189,11 @@ async def test_awkward_uids_are_routed_and_envoy_accepts_their_routes(stack: Loc
         first = {uid: await ask(uid) for uid in AWKWARD}
         assert {uid: a["uid"] for uid, a in first.items()} == {uid: uid for uid in AWKWARD}
 
-        async def all_in_routes() -> bool:
-            return set(AWKWARD) <= await route_strings(stack)
+        async def all_have_scopes() -> bool:
+            keys = {user_key((UID_HEADER,), UID_HEADER, uid) for uid in AWKWARD}
+            return keys <= await scope_strings(stack)
 
-        await eventually(all_in_routes)
+        await eventually(all_have_scopes)
         # Envoy took the pushed routes: no rejected update, and each user stays on its pod.
         assert stack.envoy is not None
         stats = await stack.envoy.get("/stats?filter=update_rejected")

@@ -79,7 +79,8 @@ async def test_requests_through_the_listener_reach_the_upstreams(plane: Plane) -
 async def test_sticky_routes_send_a_user_to_its_pod(plane: Plane) -> None:
     key = add_service(plane, "games", "rooms")
     state = plane.source.states[key]
-    plane.source.put(ServiceState(state.service, state.pods, routes={"alice": 2, "bob": 0}))
+    plane.source.put(ServiceState(state.service, state.pods))
+    plane.source.route(key, {"alice": 2, "bob": 0})
     await wait_for_cluster(plane, "games/rooms")
 
     async def pinned() -> bool:

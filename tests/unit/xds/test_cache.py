@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from envoy_data_plane.envoy.config.route.v3 import (
+    ScopedRouteConfiguration,
+    ScopedRouteConfigurationKey,
+    ScopedRouteConfigurationKeyFragment,
+)
 
 from controlplane.domain import PodHealth, PodState, ServiceKey, ServiceState
+from controlplane.domain.sticky import StickyTable
 from controlplane.xds import resources as res
 from controlplane.xds.cache import (
     InconsistentSnapshot,
@@ -15,8 +21,9 @@ from controlplane.xds.cache import (
     _check_consistent,
 )
 from controlplane.xds.config import XdsSettings
-from controlplane.xds.naming import MISS_PATH_CLUSTER
+from controlplane.xds.naming import BALANCED_ROUTE_NAME, MISS_PATH_CLUSTER
 from controlplane.xds.render import render
+from controlplane.xds.scopes import FALLBACK_KEY, ScopeTable
 from tests.support.state import service_state
 
 ADS = SnapshotKey("default", res.SourceKind.ADS)
@@ -25,14 +32,29 @@ LOBBY = ServiceKey("games", "lobby")
 
 
 def cache_with(*states: ServiceState, **settings: object) -> SnapshotCache:
-    cache = SnapshotCache(XdsSettings.model_validate(settings))
+    return users_cache(*states, **settings)[0]
+
+
+def users_cache(*states: ServiceState, **settings: object) -> tuple[SnapshotCache, StickyTable]:
+    """A cache following a sticky table, as the xDS server wires them."""
+    sticky = StickyTable(window_s=3600)
+    cache = SnapshotCache(XdsSettings.model_validate(settings), sticky.routes)
+    sticky.observer = cache.user_changed
     cache.replace_all(states)
-    return cache
+    return cache, sticky
 
 
 def with_pod(state: ServiceState, index: int, **changes: object) -> ServiceState:
     pods = tuple(p.model_copy(update=changes) if p.index == index else p for p in state.pods)
-    return ServiceState(state.service, pods, state.routes)
+    return ServiceState(state.service, pods)
+
+
+def scopes(cache: SnapshotCache, key: SnapshotKey = ADS) -> dict[str, str]:
+    return dict(cache.snapshot(key).type(res.SCOPED).versions)
+
+
+def routes(cache: SnapshotCache, key: SnapshotKey = ADS) -> list[str]:
+    return list(cache.snapshot(key).type(res.ROUTE).versions)
 
 
 def test_a_snapshot_holds_every_type_for_every_service() -> None:
@@ -44,8 +66,10 @@ def test_a_snapshot_holds_every_type_for_every_service() -> None:
         MISS_PATH_CLUSTER,
     ]
     assert list(snapshot.type(res.ENDPOINT).resources) == ["a/b", "games/lobby"]
-    assert list(snapshot.type(res.LISTENER).resources) == ["stateful-route"]
-    assert list(snapshot.type(res.ROUTE).resources) == ["stateful-route"]
+    assert list(snapshot.type(res.LISTENER).versions) == ["stateful-route"]
+    assert routes(cache) == [BALANCED_ROUTE_NAME]
+    # No user yet: a request with no uid, and the miss path's fallback, are balanced.
+    assert scopes(cache) == {"u": BALANCED_ROUTE_NAME, FALLBACK_KEY: BALANCED_ROUTE_NAME}
 
 
 def test_a_pod_change_renders_only_that_service_endpoints() -> None:
@@ -63,13 +87,87 @@ def test_a_pod_change_renders_only_that_service_endpoints() -> None:
     assert new.versions["games/lobby"] != old.versions["games/lobby"]
 
 
-def test_a_sticky_route_change_reaches_every_group_and_kind() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    cache = cache_with(lobby)
-    before = {key: cache.snapshot(key).type(res.ROUTE).version for key in (ADS, REST)}
-    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods, routes={"bob": 1})})
-    for key, version in before.items():
-        assert cache.snapshot(key).type(res.ROUTE).version != version
+def test_a_users_arrival_adds_one_scope_naming_its_pods_routes_in_every_kind() -> None:
+    cache, sticky = users_cache(service_state("games", "lobby", [9000, 9001]))
+    before = {key: cache.snapshot(key) for key in (ADS, REST)}
+    generation = cache.generation
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    assert cache.generation == generation + 1  # published at once, no rebuild
+    for key in (ADS, REST):
+        assert scopes(cache, key)["ubob"] == "stateful-route:games/lobby=1"
+        assert routes(cache, key) == [BALANCED_ROUTE_NAME, "stateful-route:games/lobby=1"]
+        assert cache.snapshot(key).type(res.CLUSTER) is before[key].type(res.CLUSTER)
+
+
+def test_users_of_one_pod_share_its_route_configuration() -> None:
+    cache, sticky = users_cache(service_state("games", "lobby", [9000, 9001]))
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    shared = cache.snapshot(ADS).type(res.ROUTE)
+    sticky.put(LOBBY, "carol", 1, seen=0)
+    assert cache.snapshot(ADS).type(res.ROUTE) is shared
+    assert scopes(cache)["ucarol"] == scopes(cache)["ubob"]
+
+
+def test_a_moved_user_is_one_scope_re_pointed_and_a_gone_one_loses_its_scope() -> None:
+    cache, sticky = users_cache(service_state("games", "lobby", [9000, 9001]))
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    sticky.put(LOBBY, "carol", 1, seen=0)
+    scope_type = cache.snapshot(ADS).type(res.SCOPED)
+    revision = scope_type.revision
+    sticky.move(LOBBY, ["bob"], 0)
+    assert scope_type.changed_since(revision) == {"ubob"}
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
+    sticky.remove(LOBBY, "carol")
+    assert "ucarol" not in scopes(cache)
+    # Nobody is on pod 1 any more: its route configuration goes too.
+    assert routes(cache) == [BALANCED_ROUTE_NAME, "stateful-route:games/lobby=0"]
+
+
+def test_a_user_of_two_services_has_one_scope_naming_both_pods() -> None:
+    chat = ServiceKey("games", "chat")
+    cache, sticky = users_cache(
+        service_state("games", "lobby", [9000, 9001]), service_state("games", "chat", [9100])
+    )
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    sticky.put(chat, "bob", 0, seen=0)
+    assert scopes(cache)["ubob"] == "stateful-route:games/chat=0;games/lobby=1"
+
+
+def test_services_with_their_own_uid_headers_key_their_users_apart() -> None:
+    cache, sticky = users_cache(
+        service_state("games", "lobby", [9000]),
+        service_state("games", "chat", [9100], uid_header="x-player"),
+    )
+    sticky.put(ServiceKey("games", "chat"), "bob", 0, seen=0)
+    sticky.put(LOBBY, "bob", 0, seen=0)
+    # Keys: "u", then the x-player value, a space, the x-uid value (headers sorted by name).
+    assert scopes(cache)["ubob "] == "stateful-route:games/chat=0"
+    assert scopes(cache)["u bob"] == "stateful-route:games/lobby=0"
+    assert scopes(cache)["u "] == BALANCED_ROUTE_NAME
+
+
+def test_users_already_routed_get_their_scopes_when_an_envoy_first_asks() -> None:
+    cache, sticky = users_cache(service_state("games", "lobby", [9000, 9001]))
+    sticky.put(LOBBY, "bob", 1, seen=0)  # before any snapshot: no group exists yet
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=1"
+
+
+def test_a_scope_encoded_by_hand_equals_the_message() -> None:
+    cache, sticky = users_cache(service_state("games", "lobby", [9000]))
+    sticky.put(LOBBY, 'a"b\\c', 0, seen=0)
+    scope_type = cache.snapshot(REST).type(res.SCOPED)
+    key = 'ua"b\\c'
+    message = ScopedRouteConfiguration(
+        name=key,
+        route_configuration_name="stateful-route:games/lobby=0",
+        key=ScopedRouteConfigurationKey(
+            fragments=[ScopedRouteConfigurationKeyFragment(string_key=key)]
+        ),
+    )
+    assert scope_type.proto(key) == bytes(message)
+    body = json.loads(scope_type.view(()).rest_body(res.SCOPED))
+    [as_json] = [r for r in body["resources"] if r["name"] == key]
+    assert as_json == {"@type": res.SCOPED, **message.to_dict()}
 
 
 def test_an_unchanged_update_publishes_nothing() -> None:
@@ -129,36 +227,6 @@ def test_views_cache_their_response_bodies_per_version() -> None:
     assert endpoints.view(("missing",)).resources == ()
 
 
-def test_route_configuration_assembled_from_parts_equals_one_built_whole() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    lobby = ServiceState(lobby.service, lobby.pods, routes={"bob": 1, "alice": 0, "gone": 7})
-    other = service_state("a", "b", [1])
-    cache = cache_with(lobby, other)
-    assembled = cache.snapshot(REST).type(res.ROUTE).resources["stateful-route"]
-    whole = res.build_route_configuration()
-    whole.virtual_hosts = [
-        res.build_virtual_host(other.service, other.pods, {}),
-        res.build_virtual_host(lobby.service, lobby.pods, {"bob": 1, "alice": 0}),
-    ]
-    expected = render(res.ROUTE, "stateful-route", whole)
-    assert assembled.proto == expected.proto
-    assert json.loads(assembled.json) == json.loads(expected.json)
-
-
-def test_one_changed_user_reuses_every_other_users_entry() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    routes = {f"u{i}": i % 2 for i in range(100)}
-    cache = cache_with(ServiceState(lobby.service, lobby.pods, routes=routes))
-    first = cache.snapshot(ADS).type(res.ROUTE)
-    moved = {**routes, "u0": 1}
-    cache.update({LOBBY: ServiceState(lobby.service, lobby.pods, routes=moved)})
-    second = cache.snapshot(ADS).type(res.ROUTE)
-    assert second.version != first.version
-    whole = res.build_route_configuration()
-    whole.virtual_hosts = [res.build_virtual_host(lobby.service, lobby.pods, moved)]
-    assert second.resources["stateful-route"].proto == bytes(whole)
-
-
 def test_a_snapshot_whose_clusters_lack_endpoints_is_refused() -> None:
     cluster = render(
         res.CLUSTER,
@@ -168,16 +236,14 @@ def test_a_snapshot_whose_clusters_lack_endpoints_is_refused() -> None:
         ),
     )
     with pytest.raises(InconsistentSnapshot):
-        _check_consistent(
-            {res.CLUSTER: {"a/b": cluster}, res.ENDPOINT: {}, res.LISTENER: {}, res.ROUTE: {}},
-            [],
-        )
+        _check_consistent({res.CLUSTER: {"a/b": cluster}, res.ENDPOINT: {}, res.LISTENER: {}}, [])
 
 
 def test_a_service_with_extra_domains_answers_to_them() -> None:
     lobby = service_state("games", "lobby", [9000], domains=["*"])
     cache = cache_with(lobby)
-    config = json.loads(cache.snapshot(ADS).type(res.ROUTE).resources["stateful-route"].json)
+    balanced = cache.snapshot(ADS).type(res.ROUTE).resources[BALANCED_ROUTE_NAME]  # type: ignore[union-attr]
+    config = json.loads(balanced.json)
     assert config["virtualHosts"][0]["domains"] == ["lobby.games", "lobby.games:*", "*"]
 
 
@@ -189,14 +255,12 @@ def test_two_services_claiming_one_domain_make_no_snapshot() -> None:
         ).snapshot(ADS)
 
 
-def test_the_route_version_names_the_routes_not_the_order_they_arrived_in() -> None:
-    lobby = service_state("games", "lobby", [9000, 9001])
-    forward = {f"u{i}": i % 2 for i in range(50)}
-    backward = dict(reversed(list(forward.items())))
+def test_the_scope_version_names_the_users_not_the_order_they_arrived_in() -> None:
+    users = [(f"u{i}", i % 2) for i in range(50)]
     versions = []
-    for routes in (forward, backward):
-        cache = cache_with(ServiceState(lobby.service, lobby.pods, routes=routes))
-        versions.append(cache.snapshot(ADS).type(res.ROUTE).version)
+    for order in (users, users[::-1]):
+        table = ScopeTable(["x-uid"], epoch="e")
+        for uid, pod in order:
+            table.point(uid, (("games/lobby", pod),))
+        versions.append(table.version.rsplit(".", 1)[1])
     assert versions[0] == versions[1]
-    moved = cache_with(ServiceState(lobby.service, lobby.pods, routes={**forward, "u0": 1}))
-    assert moved.snapshot(ADS).type(res.ROUTE).version != versions[0]

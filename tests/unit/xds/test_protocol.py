@@ -114,6 +114,37 @@ def test_rest_client_polling_afresh_before_it_acknowledged_is_answered_again_onc
     assert sub.due("v2")
 
 
+class Versions:
+    """Resources that say nothing of what changed: the subscription compares every name."""
+
+    revision = 0
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        self.versions = versions
+
+    def changed_since(self, revision: int) -> set[str] | None:
+        return None
+
+
+class Journal(Versions):
+    """Resources that tell which names changed after a revision (a group's scopes)."""
+
+    def __init__(self, versions: dict[str, str]) -> None:
+        super().__init__(versions)
+        self.log: list[str] = []
+
+    def change(self, name: str, version: str | None) -> None:
+        if version is None:
+            del self.versions[name]
+        else:
+            self.versions[name] = version
+        self.log.append(name)
+        self.revision = len(self.log)
+
+    def changed_since(self, revision: int) -> set[str] | None:
+        return set(self.log[revision:])
+
+
 def delta(**fields) -> DeltaRequest:  # type: ignore[no-untyped-def]
     return DeltaRequest(CDS, **fields)
 
@@ -122,13 +153,13 @@ def test_delta_sends_only_what_the_client_lacks_and_removes_what_is_gone() -> No
     sub = DeltaSubscription(CDS)
     sub.on_request(delta(initial_versions={"a": "1", "gone": "1"}))
     assert sub.wildcard
-    assert sub.changes({"a": "1", "b": "1"}) == (["b"], ["gone"])
+    assert sub.changes(Versions({"a": "1", "b": "1"})) == (["b"], ["gone"])
 
 
 def test_delta_first_answer_is_due_even_when_empty() -> None:
     sub = DeltaSubscription(CDS)
     sub.on_request(delta(subscribe=("a",)))
-    assert sub.changes({}) == ([], [])
+    assert sub.changes(Versions({})) == ([], [])
     assert not sub.answered
 
 
@@ -139,8 +170,8 @@ def test_delta_nack_does_not_resend_but_the_next_version_goes_out() -> None:
     reply = sub.on_request(delta(response_nonce="1", error="no"))
     assert reply is not None
     assert reply.verdict is Verdict.NACK
-    assert sub.changes({"a": "2"}) == ([], [])
-    assert sub.changes({"a": "3"}) == (["a"], [])
+    assert sub.changes(Versions({"a": "2"})) == ([], [])
+    assert sub.changes(Versions({"a": "3"})) == (["a"], [])
 
 
 def test_delta_explicit_subscriptions_and_forced_resend() -> None:
@@ -148,10 +179,22 @@ def test_delta_explicit_subscriptions_and_forced_resend() -> None:
     sub.on_request(delta(subscribe=("a",)))
     sub.on_request(delta(unsubscribe=("a",), subscribe=("b",)))
     assert not sub.wildcard
-    assert sub.changes({"a": "1", "b": "1"}) == (["b"], [])
+    assert sub.changes(Versions({"a": "1", "b": "1"})) == (["b"], [])
     sub.sent({"b": "1"}, [], "1")
     sub.force(["b"])
-    assert sub.changes({"a": "1", "b": "1"}) == (["b"], [])
+    assert sub.changes(Versions({"a": "1", "b": "1"})) == (["b"], [])
+
+
+def test_delta_synced_to_a_journal_looks_only_at_what_changed_since() -> None:
+    scopes = Journal({f"u{i}": "pod-0" for i in range(1000)})
+    sub = DeltaSubscription("scopes")
+    sub.on_request(delta())
+    assert len(sub.changes(scopes)[0]) == 1000
+    sub.sent(dict(scopes.versions), [], "1")
+    scopes.change("u7", "pod-1")
+    scopes.change("u8", None)
+    scopes.versions["u9"] = "pod-1"  # changed behind the journal's back: not looked at
+    assert sub.changes(scopes) == (["u7"], ["u8"])
 
 
 def test_node_group_comes_from_cluster_id_or_metadata() -> None:

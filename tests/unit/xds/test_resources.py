@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from controlplane.domain import PodHealth, PodState, ServiceState, Strategy
 from controlplane.xds import resources as res
-from controlplane.xds.naming import POD_SUBSET_KEY, SERVICE_HEADER, SESSION_HEADER
+from controlplane.xds.naming import POD_SUBSET_KEY, SCOPE_KEY_HEADER
 from controlplane.xds.render import render
 from tests.support.state import service_state
 
@@ -65,10 +66,17 @@ def test_each_labelled_pod_is_a_subset_of_its_own_and_other_routes_use_the_balan
     assert subsets["subsetSelectors"] == [{"keys": [POD_SUBSET_KEY], "singleHostPerSubset": True}]
 
 
-def fallback_route(state: ServiceState) -> dict[str, Any]:
-    host = res.build_virtual_host(state.service, state.pods, {}).to_dict()
-    route: dict[str, Any] = host["matcher"]["onNoMatch"]["action"]["typedConfig"]
+def balanced_route(state: ServiceState) -> dict[str, Any]:
+    config = res.build_balanced_route([state.service]).to_dict()
+    route: dict[str, Any] = config["virtualHosts"][0]["routes"][0]
     return route
+
+
+def placement_host(state: ServiceState, index: int) -> dict[str, Any]:
+    services = {"games/lobby": state.service}
+    config = res.build_placement_route(services, (("games/lobby", index),)).to_dict()
+    host: dict[str, Any] = config["virtualHosts"][0]
+    return host
 
 
 def test_hashing_services_hash_on_the_uid_header_with_bounded_load() -> None:
@@ -76,7 +84,7 @@ def test_hashing_services_hash_on_the_uid_header_with_bounded_load() -> None:
     cluster = res.build_cluster(state.service, ADS_SOURCE).to_dict()
     assert cluster["lbPolicy"] == "RING_HASH"
     assert cluster["commonLbConfig"]["consistentHashingLbConfig"]["hashBalanceFactor"] == 150
-    route = fallback_route(state)["route"]
+    route = balanced_route(state)["route"]
     assert route["hashPolicy"] == [{"header": {"headerName": "x-player"}}]
 
 
@@ -84,29 +92,24 @@ def test_least_request_services_carry_no_hash_policy() -> None:
     state = service_state("games", "lobby", [9000], strategy=Strategy.LEAST_CONNECTIONS)
     cluster = res.build_cluster(state.service, ADS_SOURCE).to_dict()
     assert cluster["lbPolicy"] == "LEAST_REQUEST"
-    assert "hashPolicy" not in fallback_route(state)["route"]
+    assert "hashPolicy" not in balanced_route(state)["route"]
 
 
 def test_bound_users_retry_with_no_plugin_and_backed_off_long_enough_for_a_failover() -> None:
     state = service_state("games", "lobby", [9000], envoy={"retry": {"back_off_base_s": 0.2}})
-    retry = res.build_virtual_host(state.service, state.pods, {}).to_dict()["retryPolicy"]
+    host = placement_host(state, 0)
+    retry = host["retryPolicy"]
     assert retry["retryOn"] == "connect-failure,refused-stream"
     assert retry["numRetries"] == 5
     assert retry["retryBackOff"] == {"baseInterval": "0.200s"}
     assert "retryHostPredicate" not in retry
+    assert "retryPolicy" not in host["routes"][0]["route"]
 
 
-def test_the_fallback_route_retries_on_another_pod() -> None:
-    retry = fallback_route(service_state("games", "lobby", [9000]))["route"]["retryPolicy"]
+def test_balanced_routes_retry_on_another_pod() -> None:
+    retry = balanced_route(service_state("games", "lobby", [9000]))["route"]["retryPolicy"]
     assert retry["retryHostPredicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
     assert retry["retryBackOff"] == {"baseInterval": "0.100s"}
-
-
-def test_a_session_may_pin_a_draining_pod_but_not_one_envoy_ejected() -> None:
-    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
-    statuses = set(cluster["commonLbConfig"]["overrideHostStatus"]["statuses"])
-    assert "DRAINING" in statuses
-    assert "UNHEALTHY" not in statuses
 
 
 def test_protections_are_configurable_per_service() -> None:
@@ -122,55 +125,63 @@ def test_protections_are_configurable_per_service() -> None:
     assert cluster["circuitBreakers"]["thresholds"][0]["maxRequests"] == 7
 
 
-def test_bound_users_route_to_their_pods_subset_with_no_filter_on() -> None:
-    state = service_state("games", "lobby", [9000, 9001])
-    host = res.build_virtual_host(state.service, state.pods, {"bob": 1}).to_dict()
-    tree = host["matcher"]["matcherTree"]
-    assert tree["input"]["typedConfig"]["headerName"] == "x-uid"
-    route = tree["exactMatchMap"]["map"]["bob"]["action"]["typedConfig"]
+def test_bound_users_route_to_their_pods_subset_with_the_miss_path_off() -> None:
+    state = service_state("games", "lobby", [9000, 9001], domains=["lobby.example"])
+    host = placement_host(state, 1)
+    assert host["domains"] == ["lobby.games", "lobby.games:*", "lobby.example"]
+    [route] = host["routes"]
     assert route["route"]["cluster"] == "games/lobby"
     assert route["route"]["metadataMatch"] == {
         "filterMetadata": {"envoy.lb": {POD_SUBSET_KEY: "1"}}
     }
-    assert "typedPerFilterConfig" not in route
-    assert "typedPerFilterConfig" not in host
+    # Envoy then creates no Lua filter for the request; the filter reads "pod" to know its
+    # selected scope is live.
+    assert route["typedPerFilterConfig"][res.LUA_FILTER]["disabled"] is True
+    assert route["metadata"]["filterMetadata"][res.LUA_FILTER] == {"pod": "1"}
 
 
-def test_everyone_else_turns_on_the_miss_path_naming_the_service_and_the_session_pin() -> None:
-    state = service_state("games", "lobby", [9000])
-    per_filter = fallback_route(state)["typedPerFilterConfig"]
-    enabled = {name: config["config"] for name, config in per_filter.items()}
-    assert enabled["envoy.filters.http.ext_authz"]["checkSettings"] == {}
-    mutations = enabled["envoy.filters.http.header_mutation"]["mutations"]
-    header = mutations["requestMutations"][0]["append"]["header"]
-    assert (header["key"], header["value"]) == (SERVICE_HEADER, "games/lobby")
-    session = enabled["envoy.filters.http.stateful_session"]["statefulSession"]
-    assert session["sessionState"]["typedConfig"]["name"] == SESSION_HEADER
+def test_one_route_configuration_serves_every_user_of_a_placement() -> None:
+    lobby = service_state("games", "lobby", [9000])
+    chat = service_state("games", "chat", [9100, 9101])
+    services = {"games/lobby": lobby.service, "games/chat": chat.service}
+    placement = (("games/chat", 1), ("games/lobby", 0))
+    config = res.build_placement_route(services, placement).to_dict()
+    assert config["name"] == "stateful-route:games/chat=1;games/lobby=0"
+    hosts = {h["name"]: h["routes"][0]["route"]["metadataMatch"] for h in config["virtualHosts"]}
+    assert hosts == {
+        "games/chat": {"filterMetadata": {"envoy.lb": {POD_SUBSET_KEY: "1"}}},
+        "games/lobby": {"filterMetadata": {"envoy.lb": {POD_SUBSET_KEY: "0"}}},
+    }
 
 
-def test_with_no_bound_user_the_matcher_has_no_map() -> None:
-    state = service_state("games", "lobby", [9000])
-    host = res.build_virtual_host(state.service, state.pods, {"ghost": 5}).to_dict()
-    assert "matcherTree" not in host["matcher"]
+def test_balanced_routes_tell_the_miss_path_the_service_and_its_uid_header() -> None:
+    route = balanced_route(service_state("games", "lobby", [9000], uid_header="x-player"))
+    about = route["metadata"]["filterMetadata"][res.LUA_FILTER]
+    assert about == {"service": "games/lobby", "uid_header": "x-player"}
+    assert route["typedPerFilterConfig"][res.LUA_FILTER]["disabled"] is True
 
 
-def test_the_listener_strips_internal_headers_and_sends_uid_headers_to_the_miss_path() -> None:
-    listener = res.build_listener("127.0.0.1", 10000, ADS_SOURCE, ["x-player", "x-uid"]).to_dict()
+def test_the_listener_keys_scopes_on_the_uid_headers_and_runs_only_lua_and_the_router() -> None:
+    listener = res.build_listener(
+        "127.0.0.1", 10000, ADS_SOURCE, ["x-player", "x-uid"], "edge"
+    ).to_dict()
     manager = listener["filterChains"][0]["filters"][0]["typedConfig"]
-    early = manager["earlyHeaderMutationExtensions"][0]["typedConfig"]["mutations"]
-    assert {m["remove"] for m in early} == {SESSION_HEADER, SERVICE_HEADER}
-    filters = [(f["name"], f.get("disabled", False)) for f in manager["httpFilters"]]
-    # Off unless a route turns them on: a bound user's request runs the router alone.
-    assert filters == [
-        ("envoy.filters.http.header_mutation", True),
-        ("envoy.filters.http.ext_authz", True),
-        ("envoy.filters.http.stateful_session", True),
-        ("envoy.filters.http.router", False),
+    [early] = manager["earlyHeaderMutationExtensions"][0]["typedConfig"]["mutations"]
+    header = early["append"]["header"]
+    # Overwrites a client's own copy: nobody selects another user's scope.
+    assert early["append"]["appendAction"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    assert (header["key"], header["value"]) == (SCOPE_KEY_HEADER, "u%REQ(x-player)% %REQ(x-uid)%")
+    scoped = manager["scopedRoutes"]
+    [fragment] = scoped["scopeKeyBuilder"]["fragments"]
+    assert fragment["headerValueExtractor"]["name"] == SCOPE_KEY_HEADER
+    assert "scopedRdsConfigSource" in scoped["scopedRds"]
+    assert [f["name"] for f in manager["httpFilters"]] == [
+        res.LUA_FILTER,
+        "envoy.filters.http.router",
     ]
-    authz = manager["httpFilters"][1]["typedConfig"]
-    allowed = {p["exact"] for p in authz["allowedHeaders"]["patterns"]}
-    assert allowed == {SERVICE_HEADER, "x-player", "x-uid"}
-    assert authz["failureModeAllow"] is True
+    lua = manager["httpFilters"][0]["typedConfig"]["defaultSourceCode"]["inlineString"]
+    assert '"edge"' in lua  # the group, so the control plane waits for the right Envoys
+    assert not re.search(r"@[A-Z_]+@", lua)  # every placeholder filled in
 
 
 def test_envoy_health_check_events_go_to_the_file_the_control_plane_follows() -> None:
