@@ -21,8 +21,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from controlplane.runtime.envoy import EnvoyProcess
 from controlplane.runtime.ports import free_port
+from controlplane.xds.config import XdsSettings
+from controlplane.xds.listeners import XdsListeners
+from controlplane.xds.naming import MISS_PATH
+from controlplane.xds.server import XdsServer
+from controlplane.xds.source import StateSource
 
 ENVOY_DIR = Path(__file__).parents[1] / "envoy"
 
@@ -151,6 +158,27 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, every_s:
             raise TimeoutError(f"not true within {timeout_s}s")
         await asyncio.sleep(every_s)
     return time.perf_counter() - started
+
+
+# -- the xDS server alone (no Redis, no manager) ----------------------------------------------
+
+
+async def _place_nobody(_: web.Request) -> web.Response:
+    """A miss path that places nobody: Envoy's Lua filter then balances the request."""
+    return web.Response(status=503, text="the benchmark places users itself")
+
+
+async def xds_stack(source: StateSource, settings: XdsSettings | None = None) -> XdsListeners:
+    """The real xDS server over ``source`` on free REST and gRPC ports, started; ``stop()`` it.
+
+    Users enter Envoy's routes through ``source.sticky`` (``MemoryStateSource.route``), as
+    the miss path puts them there; the miss path itself answers 503 here.
+    """
+    stack = XdsListeners(
+        XdsServer(source, settings), extra_routes=[web.post(MISS_PATH, _place_nobody)]
+    )
+    await stack.start()
+    return stack
 
 
 # -- Envoy as a fast upstream and as a plain round-robin proxy ---------------------------------

@@ -1,8 +1,9 @@
 """Data path: bound users through our Envoy config vs plain Envoy round robin, same pods.
 
-Ours: Envoy (ADS from the real xDS server and snapshot cache) with N users in the service's
-exact-match map on ``x-uid``; every request names a bound user, so Envoy routes it to its
-pod's single-host subset (no filter but the router) without asking the miss path. Baseline in
+Ours: Envoy (delta ADS from the real xDS server and snapshot cache) with N bound users, each
+with its own scope (scoped RDS, key from ``x-uid``) naming its pod's shared RouteConfiguration;
+every request names a bound user, so Envoy routes it to its pod's single-host subset (the Lua
+miss-path filter turned off by the route) without asking the miss path. Baseline in
 the same run: the same Envoy binary with one static route to a ROUND_ROBIN cluster over the
 same pods. Both proxies run one worker thread on the same core; the pods are one C++ Envoy
 answering a fixed body per port (far faster than the proxy, unlike the Python demo pods); wrk
@@ -39,13 +40,12 @@ from bench._common import (
     pods_bootstrap,
     round_robin_bootstrap,
     run_wrk,
+    xds_stack,
 )
-from controlplane.domain import ServiceState
 from controlplane.runtime.envoy import load_bootstrap
 from controlplane.runtime.ports import free_port
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
 from tests.support.state import MemoryStateSource, service_state
-from tests.support.xds_stack import XdsStack
 
 PODS = 4
 # The proxy under test (ours or the baseline) has CPU 0; wrk and the pods share CPU 1.
@@ -53,19 +53,20 @@ PROXY_CPUS, LOAD_CPUS = {0}, {1}
 TARGET_RATIO = 0.9  # issue #4: >= 0.9x of plain Envoy with 10,000 bound users
 
 
-def users_state(base: ServiceState, users: int) -> ServiceState:
-    return ServiceState(base.service, base.pods, {f"user-{i:06d}": i % PODS for i in range(users)})
+def bound_users(users: int, pods: int = PODS) -> dict[str, int]:
+    """uid -> pod of ``users`` bound users, spread over the pods."""
+    return {f"user-{i:06d}": i % pods for i in range(users)}
 
 
-async def routed_to_their_pods(url: str, state: ServiceState, sample: int = 200) -> bool:
+async def routed_to_their_pods(url: str, users: dict[str, int], sample: int = 200) -> bool:
     """Whether a sample of users (the last ones added among them) land on their own pod."""
-    uids = list(state.routes)[-sample:]
+    uids = list(users)[-sample:]
     async with aiohttp.ClientSession() as session:
         for uid in uids:
             async with session.get(url, headers={"x-uid": uid}) as response:
                 if response.status != 200:
                     return False
-                if json.loads(await response.text())["pod"] != state.routes[uid]:
+                if json.loads(await response.text())["pod"] != users[uid]:
                     return False
     return True
 
@@ -133,11 +134,11 @@ async def run(users: list[int], seconds: float, connections: int, rounds: int) -
     base = service_state("bench", "game", pod_ports, domains=["*"])
     source = MemoryStateSource([base])
     settings = XdsSettings(default_group=NodeGroupSettings(listener_port=proxy_port))
-    stack = await XdsStack(source, settings).start()
+    stack = await xds_stack(source, settings)
     pods = envoy(pods_bootstrap(pod_ports))
     plain = envoy(round_robin_bootstrap(plain_port, pod_ports))
     twin = envoy(round_robin_bootstrap(twin_port, pod_ports))  # for the A/A check
-    ours = envoy(load_bootstrap(ENVOY_DIR / "ads.yaml", xds_port=stack.grpc_port))
+    ours = envoy(load_bootstrap(ENVOY_DIR / "delta.yaml", xds_port=stack.grpc_port))
     try:
         for process in (pods, plain, twin, ours):
             await process.start()
@@ -165,16 +166,16 @@ async def run(users: list[int], seconds: float, connections: int, rounds: int) -
             )
         )
         for count in users:
-            state = users_state(base, count)
-            source.put(state)
+            users = bound_users(count)
+            source.route(base.service.key, users)  # one scope each, as the miss path puts it
             url = f"http://127.0.0.1:{proxy_port}/"
-            for _ in range(200):  # until Envoy carries the routes (bounded: ~20 s)
-                if await routed_to_their_pods(url, state):
+            for _ in range(200):  # until Envoy carries the scopes (bounded: ~20 s + checks)
+                if await routed_to_their_pods(url, users):
                     break
                 await asyncio.sleep(0.1)
             else:
                 raise TimeoutError(f"Envoy did not route {count} users to their pods")
-            uids = list(state.routes)
+            uids = list(users)
             label = f"{count:,} bound users"
             pairs = await side_by_side(plain_port, proxy_port, uids, rounds, seconds, connections)
             shared_baseline = median([a for a, _ in pairs])
