@@ -66,9 +66,10 @@ async def _kill_one_pod(
     placed = dict(zip(uids, await asyncio.gather(*(ask(u) for u in uids)), strict=True))
 
     async def routed() -> bool:
+        # Every user has its own scope in Envoy, keyed "u" + uid (xds/scopes.py).
         assert stack.envoy is not None
-        dump = await stack.envoy.get("/config_dump?resource=dynamic_route_configs")
-        return all(f'"{uid}"' in dump for uid in uids)
+        dump = await stack.envoy.get("/config_dump?resource=dynamic_scoped_route_configs")
+        return all(f'"u{uid}"' in dump for uid in uids)
 
     await until(routed, timeout_s=10, every_s=0.1)
     failed = placed[uids[0]]
