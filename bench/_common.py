@@ -163,19 +163,22 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, every_s:
 # -- the xDS server alone (no Redis, no manager) ----------------------------------------------
 
 
-async def _place_nobody(_: web.Request) -> web.Response:
-    """A miss path that places nobody: Envoy's Lua filter then balances the request."""
-    return web.Response(status=503, text="the benchmark places users itself")
-
-
-async def xds_stack(source: StateSource, settings: XdsSettings | None = None) -> XdsListeners:
+async def xds_stack(
+    source: StateSource, settings: XdsSettings | None = None, miss_status: int = 503
+) -> XdsListeners:
     """The real xDS server over ``source`` on free REST and gRPC ports, started; ``stop()`` it.
 
     Users enter Envoy's routes through ``source.sticky`` (``MemoryStateSource.route``), as
-    the miss path puts them there; the miss path itself answers 503 here.
+    the miss path puts them there. The miss path itself places nobody: it answers
+    ``miss_status``; with 503 Envoy's Lua filter balances the request, with 400 it answers
+    400 itself (a request of a user with no scope yet is then told from a routed one).
     """
+
+    async def place_nobody(_: web.Request) -> web.Response:
+        return web.Response(status=miss_status, text="the benchmark places users itself")
+
     stack = XdsListeners(
-        XdsServer(source, settings), extra_routes=[web.post(MISS_PATH, _place_nobody)]
+        XdsServer(source, settings), extra_routes=[web.post(MISS_PATH, place_nobody)]
     )
     await stack.start()
     return stack

@@ -166,16 +166,16 @@ async def run(users: list[int], seconds: float, connections: int, rounds: int) -
             )
         )
         for count in users:
-            users = bound_users(count)
-            source.route(base.service.key, users)  # one scope each, as the miss path puts it
+            bound = bound_users(count)
+            source.route(base.service.key, bound)  # one scope each, as the miss path puts it
             url = f"http://127.0.0.1:{proxy_port}/"
             for _ in range(200):  # until Envoy carries the scopes (bounded: ~20 s + checks)
-                if await routed_to_their_pods(url, users):
+                if await routed_to_their_pods(url, bound):
                     break
                 await asyncio.sleep(0.1)
             else:
                 raise TimeoutError(f"Envoy did not route {count} users to their pods")
-            uids = list(users)
+            uids = list(bound)
             label = f"{count:,} bound users"
             pairs = await side_by_side(plain_port, proxy_port, uids, rounds, seconds, connections)
             shared_baseline = median([a for a, _ in pairs])
