@@ -18,6 +18,9 @@ from controlplane.xds.scopes import revision_of
 
 log = logging.getLogger(__name__)
 
+# How long a REST client may go between two polls and still be a live Envoy.
+_REST_POLL_GAP_S = 1.0
+
 
 class Transport(StrEnum):
     REST = "rest"
@@ -131,10 +134,15 @@ class ConnectedEnvoys:
         return True
 
     def _scopes_at(self, group: str, revision: int) -> bool:
+        # A REST client between polls is waited for a moment; one gone quiet (an Envoy that
+        # stopped) is not, though the registry keeps it until it expires.
+        quiet = self._clock() - _REST_POLL_GAP_S
         return all(
             c.scope_revision >= revision
             for c in self._clients.values()
-            if c.node_group == group and c.scope_revision is not None
+            if c.node_group == group
+            and c.scope_revision is not None
+            and (c.transport is not Transport.REST or c.in_flight > 0 or c.last_seen > quiet)
         )
 
     def _scopes_acked(self, group: str) -> None:
