@@ -34,6 +34,8 @@ from controlplane.xds.protocol import (
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
 _KNOWN_TYPES = frozenset(res.PUSH_ORDER)
+# Resources per delta response (Envoy applies a batch of 5,000 scopes in ~25 ms).
+_BATCH = 5000
 
 
 class _Encoded:
@@ -215,13 +217,20 @@ class _DeltaSession(_Session):
         updated, removed = sub.changes(current)
         if not (updated or removed or not sub.answered):
             return []
-        nonce = self._nonce()
-        versions = {name: current.versions[name] for name in updated}
-        # An ACK of scopes tells which revision of the scope table this Envoy holds.
-        label = current.version if current.type_url == res.SCOPED else ""
-        sub.sent(versions, removed, nonce, label)
         endpoints = self._subscriptions.get(res.ENDPOINT)
         if current.type_url == res.CLUSTER and endpoints is not None:
             endpoints.force(updated)  # updated clusters stay warming until these arrive
-        resources = ((name, version, current.proto(name)) for name, version in versions.items())
-        return [wire.delta_discovery_response(current.type_url, resources, removed, nonce)]
+        # An ACK of scopes tells which revision of the scope table this Envoy holds.
+        label = current.version if current.type_url == res.SCOPED else ""
+        # An Envoy (re)connecting gets every scope of its group: in bounded messages, so neither
+        # side holds one of hundreds of megabytes. Only the last one's ACK counts.
+        batches = [updated[i : i + _BATCH] for i in range(0, len(updated), _BATCH)] or [[]]
+        out = []
+        for number, batch in enumerate(batches, 1):
+            nonce = self._nonce()
+            gone = removed if number == len(batches) else []
+            versions = {name: current.versions[name] for name in batch}
+            sub.sent(versions, gone, nonce, label)
+            items = ((name, version, current.proto(name)) for name, version in versions.items())
+            out.append(wire.delta_discovery_response(current.type_url, items, gone, nonce))
+        return out

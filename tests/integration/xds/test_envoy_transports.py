@@ -173,3 +173,26 @@ async def test_node_groups_get_their_own_snapshot(plane: Plane) -> None:
         assert view is not None
         assert view.node_group == "blue"
     assert "games/lobby" in {c["name"] for c in (await plane.envoy.clusters())["cluster_statuses"]}
+
+
+async def test_an_envoy_that_connects_gets_every_users_scope_at_once(plane: Plane) -> None:
+    key = add_service(plane, "blue", "crowd")
+    users = {f"crowd-{i}": i % 3 for i in range(12_000)}  # delta: more than one batch
+    plane.source.route(key, users)
+    late = plane.envoy_for("blue")  # the only Envoy of its group, on its own port
+    await late.start()
+    try:
+
+        async def every_scope() -> bool:
+            stats = await late.get("/stats?filter=all_scopes")
+            counts = [int(line.rsplit(":", 1)[1]) for line in stats.splitlines() if line]
+            return bool(counts) and counts[0] >= len(users)
+
+        await eventually(every_scope, within_s=20)
+        sample = list(users)[::1000]
+        answers = [
+            (await get(plane.blue_listener_port, "crowd.blue", uid))["pod"] for uid in sample
+        ]
+        assert answers == [users[uid] for uid in sample]
+    finally:
+        await late.close()
