@@ -184,7 +184,8 @@ def test_envoy_reaches_xds_and_the_miss_path_by_the_control_planes_compose_name(
     settings: Settings, bootstrap: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     assert xds_address(bootstrap) == ("controlplane", settings.listen.xds_grpc_port)
-    assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    # Delta: a user's arrival sends one scope, not every user's (docs/design/route-delivery.md).
+    assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
     assert settings.xds.miss_path_host == "controlplane"
     assert settings.xds.miss_path_port in (None, settings.listen.xds_rest_port)
     assert "controlplane" in services
