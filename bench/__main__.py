@@ -49,7 +49,7 @@ def plan(quick: bool) -> Plan:
         return {
             "data_path": lambda: data_path.run([1000, 10_000], 2, 32, 2),
             "churn": lambda: churn.run([10_000], 200, 3, 2, quiet_s=3),
-            "miss_path": lambda: miss_path.run(500, 64),
+            "miss_path": lambda: miss_path.run(500, 64, first=1000, bound=10_000),
             "xds_convergence": lambda: xds_convergence.run(50, 10, 8),
             "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 1.0, 16),
             "failover": lambda: failover.run(200),
@@ -60,7 +60,7 @@ def plan(quick: bool) -> Plan:
     return {
         "data_path": lambda: data_path.run([1000, 10_000, 100_000], 3, 32, 3),
         "churn": lambda: churn.run([10_000, 100_000], 200, 10, 3, quiet_s=5),
-        "miss_path": lambda: miss_path.run(2000, 64),
+        "miss_path": lambda: miss_path.run(2000, 64, first=5000, bound=100_000),
         "xds_convergence": lambda: xds_convergence.run(200, 10, 50),
         "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 5.0, 16),
         "failover": lambda: failover.run(400),

@@ -11,9 +11,13 @@ user's scope, so its latency includes that xDS push and ACK. Three views:
   control plane (HTTP + one Redis PING);
 - the miss path with many new users in flight: placements per second. Baseline: the
   same number of ``/healthz`` calls in flight;
-- through Envoy: a new user's first request vs a bound user's request (same pods).
+- through Envoy, with ``--bound`` users already holding scopes there: each new user's first
+  request (the Lua filter, the placement, the wait for Envoy's ACK, the scope selected) vs a
+  bound user's request, and how many first requests landed on a pod other than the user's
+  binding (target 0: the answer must not overtake the scope).
 
-    python -m bench.miss_path [--users 2000] [--concurrency 64] [--transport delta]
+    python -m bench.miss_path [--users 2000] [--first 5000] [--bound 100000]
+                              [--concurrency 64] [--transport delta]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from controlplane.xds.naming import GROUP_HEADER, MISS_PATH, SCOPE_KEY_HEADER, S
 from controlplane.xds.naming import UID_HEADER as MISS_UID_HEADER
 
 TARGET_P99_MS = 5.0  # issue #4: p99 <= 5 ms at the control plane
+TARGET_FIRST_P99_MS = 10.0  # issue #13: a new user's first request through Envoy
 HISTOGRAM = "stateful_route_route_seconds"
 
 
@@ -83,13 +88,22 @@ async def timed_calls(
     return took
 
 
-async def run(users: int, concurrency: int, transport: Transport = "delta") -> Scenario:
+async def run(
+    users: int, concurrency: int, transport: Transport = "delta", first: int = 500, bound: int = 0
+) -> Scenario:
     scenario = Scenario(
         "miss_path",
         "Miss path: placing a new user",
-        f"python -m bench.miss_path --users {users} --concurrency {concurrency} "
-        f"--transport {transport}",
-        params={"users": users, "concurrency": concurrency, "pods": 4, "transport": transport},
+        f"python -m bench.miss_path --users {users} --first {first} --bound {bound} "
+        f"--concurrency {concurrency} --transport {transport}",
+        params={
+            "users": users,
+            "first_requests": first,
+            "bound_users_in_envoy": bound,
+            "concurrency": concurrency,
+            "pods": 4,
+            "transport": transport,
+        },
     )
     stack = await LocalStack(StackConfig(pods=4, transport=transport)).start()
     check = f"http://127.0.0.1:{stack.xds_rest_port}{MISS_PATH}"
@@ -161,41 +175,80 @@ async def run(users: int, concurrency: int, transport: Transport = "delta") -> S
                 )
             )
 
-            first, again = await through_envoy(session, stack, min(users, 500))
+            if bound:
+                started = time.perf_counter()
+                await rate(
+                    bound,
+                    concurrency,
+                    lambda i: place_quietly(session, check, new_user("bound", i)),
+                )
+                print(f"  {bound:,} bound users placed in {time.perf_counter() - started:.1f} s")
+            first_ms, again_ms, misrouted = await through_envoy(session, stack, first)
             for q in (50, 99):
                 scenario.add(
                     Figure(
-                        f"through Envoy, a new user's first request p{q}",
-                        percentile(first, q),
+                        f"through Envoy, a new user's first request p{q}, {bound:,} users bound",
+                        percentile(first_ms, q),
                         "ms",
                         "a bound user's request, same Envoy and pods",
-                        percentile(again, q),
+                        percentile(again_ms, q),
                         higher_is_better=False,
+                        target=TARGET_FIRST_P99_MS if q == 99 else None,
                     )
                 )
+            scenario.add(
+                Figure(
+                    f"first requests on a pod other than the binding, of {first:,} new users",
+                    misrouted,
+                    "requests",
+                    higher_is_better=False,
+                    target=0,
+                )
+            )
     finally:
         await stack.stop()
     return scenario
 
 
+async def place_quietly(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+    async with session.post(url, headers=headers) as response:
+        await response.read()
+
+
 async def through_envoy(
     session: aiohttp.ClientSession, stack: LocalStack, users: int
-) -> tuple[list[float], list[float]]:
-    """First requests of new users, then one more request of each (bound by then)."""
-    uids = [{UID_HEADER: f"envoy-{i:06d}"} for i in range(users)]
-    first = await timed_calls(session, stack.proxy_url + "/", uids)
-    await asyncio.sleep(0.5)  # let the route push reach Envoy
-    again = await timed_calls(session, stack.proxy_url + "/", uids)
-    return first, again
+) -> tuple[list[float], list[float], int]:
+    """New users' first requests, one at a time; then one more request of each (bound by then);
+    and how many first requests reached a pod other than the user's binding."""
+    uids = [f"envoy-{i:06d}" for i in range(users)]
+    first_ms, again_ms, landed = [], [], {}
+    for times in (first_ms, again_ms):
+        for uid in uids:
+            started = time.perf_counter()
+            async with session.get(stack.proxy_url + "/", headers={UID_HEADER: uid}) as response:
+                answer = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"Envoy answered {response.status}: {answer}")
+            times.append((time.perf_counter() - started) * 1000)
+            landed.setdefault(uid, answer["pod"])
+    admin = {"Authorization": f"Bearer {stack.token}"}
+    misrouted = 0
+    for uid in uids:
+        url = f"{stack.admin_url}/api/v1/services/{NAMESPACE}/{SERVICE}/users/{uid}"
+        async with session.get(url, headers=admin) as response:
+            misrouted += (await response.json())["pod"] != landed[uid]
+    return first_ms, again_ms, misrouted
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--first", type=int, default=5000, help="new users through Envoy")
+    parser.add_argument("--bound", type=int, default=100_000, help="users in Envoy before")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--transport", choices=("rest", "ads", "delta"), default="delta")
     args = parser.parse_args()
-    asyncio.run(run(args.users, args.concurrency, args.transport))
+    asyncio.run(run(args.users, args.concurrency, args.transport, args.first, args.bound))
 
 
 if __name__ == "__main__":
