@@ -538,7 +538,7 @@ def _miss_path_lua(group: str) -> Lua:
 
 
 def build_miss_path_cluster(host: str, port: int) -> Cluster:
-    """Where Envoy sends its ext_authz checks: the control plane (a name or an address)."""
+    """Where Envoy's miss path calls: the control plane (a name or an address)."""
     return Cluster(
         name=MISS_PATH_CLUSTER,
         type=ClusterDiscoveryType.STRICT_DNS,
