@@ -30,8 +30,8 @@ class XdsSettings(BaseModel):
     default_group: NodeGroupSettings = NodeGroupSettings()
     node_groups: dict[str, NodeGroupSettings] = Field(default_factory=dict)
 
-    # Where Envoy reaches the control plane's miss path (its Lua filter's call): by default the address the
-    # xDS HTTP listener is bound to; set these when Envoy sees the control plane elsewhere
+    # Where Envoy's miss path (its Lua filter) calls the control plane: by default the address
+    # the xDS HTTP listener is bound to; set these when Envoy sees the control plane elsewhere
     # (a container name, a service IP).
     miss_path_host: str | None = None
     miss_path_port: int | None = Field(default=None, ge=1, le=65535)
