@@ -38,6 +38,7 @@ from controlplane.domain import (
     Strategy,
     Thresholds,
     Transition,
+    UsersPage,
     apply_signal,
     check_pod_index,
     check_uid,
@@ -497,10 +498,41 @@ class StatefulRouteManager:
         }
 
     async def get_failover_history(
-        self, namespace: str, service: str, limit: int | None = None
+        self,
+        namespace: str,
+        service: str,
+        limit: int | None = None,
+        *,
+        pod: int | None = None,
+        kind: FailoverType | None = None,
     ) -> list[FailoverEvent]:
+        """The kept events, newest first; with ``pod`` or ``kind``, only those of that pod or
+        type (``limit`` counts the events that match)."""
         key = (await self._service_view(namespace, service)).service.key
-        return await self.store.history.recent(self.store.keys(key), limit)
+        keys = self.store.keys(key)
+        if pod is None and kind is None:
+            return await self.store.history.recent(keys, limit)
+        matching = [
+            event
+            for event in await self.store.history.recent(keys)
+            if (pod is None or event.pod == pod) and (kind is None or event.type == kind)
+        ]
+        return matching[:limit]
+
+    async def users_on_pod(
+        self, namespace: str, service: str, index: int, *, cursor: int = 0, limit: int = 100
+    ) -> UsersPage:
+        """A page of the users bound to pod ``index``, resuming at ``cursor`` (see
+        BindingStore.users_page: a page may hold more than ``limit``)."""
+        view = await self._service_view(namespace, service, fresh=True)
+        self._pod(view, index)
+        users, after = await self.store.bindings.users_page(view.keys, index, cursor, limit)
+        return UsersPage(
+            pod=index,
+            bound_users=view.users.get(index, 0),
+            users=tuple(users),
+            next_cursor=after or None,
+        )
 
     # -- state for xDS (controlplane.xds.source.StateSource) ------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from typing import TypeVar
 
 from aiohttp import web
@@ -69,6 +70,20 @@ def query_int(request: web.Request, name: str, *, minimum: int, maximum: int) ->
     if not minimum <= value <= maximum:
         raise InvalidInput(f"{name} must be between {minimum} and {maximum}", field=name)
     return value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def query_choice(request: web.Request, name: str, choices: type[E]) -> E | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return choices(text)
+    except ValueError:
+        allowed = ", ".join(choices)
+        raise InvalidInput(f"{name} must be one of {allowed}", field=name) from None
 
 
 def whole_number(name: str, text: str) -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from controlplane.admin.bodies import (
     json_response,
     pod_index,
+    query_choice,
     query_int,
     read_body,
     service_key,
@@ -24,6 +25,7 @@ from controlplane.admin.bodies import (
 )
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.admin.models import (
+    MAX_POD_INDEX,
     BindingView,
     DrainAction,
     Health,
@@ -32,10 +34,12 @@ from controlplane.admin.models import (
     PodChange,
     PodRemoval,
     PodSpec,
+    PodUsers,
     RecoverAction,
 )
 from controlplane.domain import (
     FailoverEvent,
+    FailoverType,
     LoadReport,
     PodStatus,
     RouteRequest,
@@ -51,6 +55,10 @@ EnvoyInfo = Mapping[str, object] | BaseModel
 EnvoysView = Callable[[], Iterable[EnvoyInfo] | Awaitable[Iterable[EnvoyInfo]]]
 
 MAX_HISTORY_LIMIT = 1000
+MAX_PAGE_LIMIT = 10_000
+DEFAULT_PAGE_LIMIT = 100
+# SSCAN cursors are unsigned 64-bit; query_int takes up to 18 digits, below 2**63.
+MAX_CURSOR = 10**18 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +142,10 @@ async def delete_service(request: web.Request) -> web.Response:
 async def failovers(request: web.Request) -> web.Response:
     key = service_key(request)
     limit = query_int(request, "limit", minimum=1, maximum=MAX_HISTORY_LIMIT)
-    return json_response(await _context(request).manager.get_failover_history(*key, limit))
+    pod = query_int(request, "pod", minimum=0, maximum=MAX_POD_INDEX)
+    kind = query_choice(request, "type", FailoverType)
+    history = await _context(request).manager.get_failover_history(*key, limit, pod=pod, kind=kind)
+    return json_response(history)
 
 
 # -- pods ------------------------------------------------------------------------------------
@@ -143,6 +154,14 @@ async def failovers(request: web.Request) -> web.Response:
 async def list_pods(request: web.Request) -> web.Response:
     status = await _context(request).manager.get_service_load_status(*service_key(request))
     return json_response(list(status.values()))
+
+
+async def pod_users(request: web.Request) -> web.Response:
+    key, index = service_key(request), pod_index(request)
+    cursor = query_int(request, "cursor", minimum=0, maximum=MAX_CURSOR) or 0
+    limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE_LIMIT) or DEFAULT_PAGE_LIMIT
+    page = await _context(request).manager.users_on_pod(*key, index, cursor=cursor, limit=limit)
+    return json_response(PodUsers.of(page))
 
 
 async def put_pod(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controlplane.domain import Binding, FailoverEvent, Pod, PodStatus
+from controlplane.domain import Binding, FailoverEvent, Pod, PodStatus, UsersPage
 from controlplane.domain.models import PodIndex
 
 Reason = Annotated[str, Field(min_length=1, max_length=512)]
@@ -76,6 +76,25 @@ class BindingView(BaseModel):
     def of(cls, binding: Binding) -> BindingView:
         return cls(
             uid=binding.uid, pod=binding.pod, bound_at=binding.bound_at, last_seen=binding.last_seen
+        )
+
+
+class PodUsers(BaseModel):
+    """One page of the users bound to a pod."""
+
+    pod: int
+    bound_users: int  # on the pod in all, when the page was read
+    users: list[str]
+    # Pass as ``cursor`` for the next page; null: this was the last page.
+    next_cursor: int | None
+
+    @classmethod
+    def of(cls, page: UsersPage) -> PodUsers:
+        return cls(
+            pod=page.pod,
+            bound_users=page.bound_users,
+            users=list(page.users),
+            next_cursor=page.next_cursor,
         )
 
 

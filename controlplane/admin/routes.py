@@ -18,6 +18,7 @@ from controlplane.admin.auth import Access, guard
 from controlplane.admin.config import AdminSettings
 from controlplane.admin.dashboard import dashboard
 from controlplane.admin.models import (
+    MAX_POD_INDEX,
     BindingView,
     DrainAction,
     Health,
@@ -26,10 +27,12 @@ from controlplane.admin.models import (
     PodChange,
     PodRemoval,
     PodSpec,
+    PodUsers,
     RecoverAction,
 )
 from controlplane.domain import (
     FailoverEvent,
+    FailoverType,
     LoadReport,
     PodStatus,
     RouteRequest,
@@ -124,11 +127,38 @@ OPERATIONS: tuple[Operation, ...] = (
                 "limit", "At most this many events (default: all that are kept).",
                 {"type": "integer", "minimum": 1, "maximum": h.MAX_HISTORY_LIMIT},
             ),
+            Query(
+                "pod", "Only the events of this pod.",
+                {"type": "integer", "minimum": 0, "maximum": MAX_POD_INDEX},
+            ),
+            Query(
+                "type", "Only the events of this type.",
+                {"type": "string", "enum": [kind.value for kind in FailoverType]},
+            ),
         ),
+        description="`limit` counts the events that match `pod` and `type`.",
     ),
     Operation(
         "GET", _SERVICE + "/pods", h.list_pods, "Pods with state, weight, load and bound users",
         "pods", Access.READ, PodStatus, many=True, errors=_STATE,
+    ),
+    Operation(
+        "GET", _POD + "/users", h.pod_users, "One page of the users bound to a pod", "pods",
+        Access.READ, PodUsers, errors=_STATE,
+        query=(
+            Query(
+                "cursor", "Where the page starts: 0 (the default) or the previous page's "
+                "`next_cursor`.", {"type": "integer", "minimum": 0, "maximum": h.MAX_CURSOR},
+            ),
+            Query(
+                "limit", f"About this many users (default {h.DEFAULT_PAGE_LIMIT}).",
+                {"type": "integer", "minimum": 1, "maximum": h.MAX_PAGE_LIMIT},
+            ),
+        ),
+        description="The pod's reverse index, scanned (Redis SSCAN): follow `next_cursor` until "
+        "it is null. A page holds at least `limit` users unless it is the last, and may hold "
+        "more (a small pod's users come in one page); a user bound or moved during the scan "
+        "may be missed or listed twice.",
     ),
     Operation(
         "POST", _SERVICE + "/pods", h.put_pod, "Register a pod, or change its address or weight",

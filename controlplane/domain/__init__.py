@@ -27,6 +27,7 @@ from controlplane.domain.models import (
     ServiceSettings,
     ServiceState,
     Strategy,
+    UsersPage,
     parse,
 )
 from controlplane.domain.names import ServiceKey, check_name, check_pod_index, check_uid
@@ -56,6 +57,7 @@ __all__ = [
     "Strategy",
     "Thresholds",
     "Transition",
+    "UsersPage",
     "apply_signal",
     "check_name",
     "check_pod_index",

@@ -206,6 +206,16 @@ class HealthReport(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class UsersPage:
+    """One page of the users bound to a pod (the reverse index)."""
+
+    pod: int
+    bound_users: int  # on the pod in all, when the page was read
+    users: tuple[str, ...]
+    next_cursor: int | None  # where the next page starts; None: this was the last page
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceState:
     """Everything xDS needs to know about one service at one moment."""
 

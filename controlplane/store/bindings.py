@@ -121,6 +121,22 @@ class BindingStore:
         async for uid in self._redis.sscan_iter(keys.pod_users(pod), count=batch):
             yield uid
 
+    async def users_page(
+        self, keys: ServiceKeys, pod: int, cursor: int, count: int
+    ) -> tuple[list[str], int]:
+        """One page of ``pod``'s users from the reverse index, resuming at ``cursor`` (0: from
+        the start); -> (uids, the next page's cursor, 0 once every uid was returned).
+
+        SSCAN pages: a page holds at least ``count`` uids unless the scan ended, and may hold
+        more (a small set comes whole); a uid bound or moved during the scan may be missed.
+        """
+        found: list[str] = []
+        while True:
+            cursor, page = await self._redis.sscan(keys.pod_users(pod), cursor, count=count)
+            found.extend(cast(list[str], page))
+            if cursor == 0 or len(found) >= count:
+                return found, cursor
+
     async def seen_since(
         self, keys: ServiceKeys, since: float, batch: int = 5000
     ) -> list[tuple[str, int, float]]:

@@ -29,6 +29,7 @@ EXPECTED = {
     SERVICE_PATH: {"put", "delete"},
     SERVICE_PATH + "/pods": {"get", "post"},
     SERVICE_PATH + "/pods/{index}": {"delete"},
+    SERVICE_PATH + "/pods/{index}/users": {"get"},
     SERVICE_PATH + "/pods/{index}/load": {"post"},
     SERVICE_PATH + "/pods/{index}/drain": {"post"},
     SERVICE_PATH + "/pods/{index}/recover": {"post"},

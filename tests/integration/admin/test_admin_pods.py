@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from admin_support import BASE, Client, expect, given_service, route
+from admin_support import BASE, NAMESPACE, SERVICE, Client, expect, given_service, route
 
+from controlplane.domain import ServiceKey
 from controlplane.manager import StatefulRouteManager
 
 
@@ -203,3 +204,55 @@ async def test_drain_may_move_users_at_a_rate_and_refuses_a_rate_of_zero(
         await api.post(f"{BASE}/pods/0/drain", json={"move_users_per_s": 50}), 200
     )
     assert changed["pod"]["state"] == "draining"
+
+
+async def pages_of_users(api: Client, pod: int, limit: int) -> list[list[str]]:
+    """Every page of ``pod``'s users, following ``next_cursor``."""
+    pages, cursor = [], 0
+    while True:
+        params = {"cursor": cursor, "limit": limit}
+        page = await expect(await api.get(f"{BASE}/pods/{pod}/users", params=params), 200)
+        pages.append(page["users"])
+        if page["next_cursor"] is None:
+            return pages
+        cursor = page["next_cursor"]
+
+
+async def test_a_pods_users_come_page_by_page_each_once(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=1)
+    # More than Redis keeps in a compact set (128 entries), so SSCAN really pages.
+    uids = {f"user-{n}" for n in range(600)}
+    await manager.store.bindings.bind_many(
+        manager.store.keys(ServiceKey.of(NAMESPACE, SERVICE)), [(u, 0) for u in uids], now=1.0
+    )
+    pages = await pages_of_users(api, 0, limit=100)
+    assert len(pages) > 1
+    assert all(len(page) >= 100 for page in pages[:-1])
+    listed = [uid for page in pages for uid in page]
+    assert sorted(listed) == sorted(uids)
+    first = await expect(await api.get(f"{BASE}/pods/0/users"), 200)
+    assert first["pod"] == 0
+    assert first["bound_users"] == 600
+
+
+async def test_a_pod_without_users_has_one_empty_page(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=2)
+    alice = await route(api, "alice")
+    other = 1 - alice["pod_index"]
+    page = await expect(await api.get(f"{BASE}/pods/{other}/users"), 200)
+    assert page == {"pod": other, "bound_users": 0, "users": [], "next_cursor": None}
+    hers = await expect(await api.get(f"{BASE}/pods/{alice['pod_index']}/users"), 200)
+    assert hers["users"] == ["alice"]
+
+
+async def test_users_of_an_unknown_pod_is_404_and_bad_paging_400(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=1)
+    await expect(await api.get(f"{BASE}/pods/7/users"), 404, "unknown_pod")
+    for params in ({"limit": "0"}, {"limit": "100001"}, {"cursor": "-1"}, {"cursor": "x"}):
+        await expect(await api.get(f"{BASE}/pods/0/users", params=params), 400, "invalid_input")

@@ -65,6 +65,36 @@ async def test_failovers_are_listed_newest_first_and_limited(
     assert limited == events[:1]
 
 
+async def test_failovers_are_filtered_by_pod_and_type_before_the_limit(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager)
+    for action in ("drain", "recover"):
+        for pod in (0, 1):
+            await expect(await api.post(f"{BASE}/pods/{pod}/{action}"), 200)
+    of_pod_0 = await expect(await api.get(f"{BASE}/failovers", params={"pod": 0}), 200)
+    assert [(e["type"], e["pod"]) for e in of_pod_0] == [("POD_RECOVERY", 0), ("POD_DRAINED", 0)]
+    drained = await expect(
+        await api.get(f"{BASE}/failovers", params={"type": "POD_DRAINED", "limit": 1}), 200
+    )
+    assert [(e["type"], e["pod"]) for e in drained] == [("POD_DRAINED", 1)]
+    both = {"type": "POD_DRAINED", "pod": 0}
+    assert [
+        e["pod"] for e in await expect(await api.get(f"{BASE}/failovers", params=both), 200)
+    ] == [0]
+    none = await expect(await api.get(f"{BASE}/failovers", params={"pod": 2}), 200)
+    assert none == []
+
+
+async def test_failovers_type_must_be_an_event_type(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager)
+    response = await api.get(f"{BASE}/failovers", params={"type": "pod_failure"})
+    body = await expect(response, 400, "invalid_input")
+    assert "POD_FAILURE" in body["detail"]
+
+
 async def test_failovers_limit_must_be_a_positive_whole_number(
     api: Client, manager: StatefulRouteManager
 ) -> None:
