@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +41,27 @@ def find_envoy_binary() -> str:
     return found
 
 
+def bundled_bootstrap(name: str) -> Traversable:
+    """The Envoy bootstrap ``<name>.yaml`` shipped inside the package (rest, ads, delta,
+    compose-ads): package data, so an installed wheel has it; the repository's ``envoy/``
+    folder is a link to the same files."""
+    return resources.files("controlplane.runtime") / "bootstraps" / f"{name}.yaml"
+
+
 def load_bootstrap(
-    path: str | Path,
+    path: str | Path | Traversable,
     *,
     xds_port: int,
     node_id: str | None = None,
     node_cluster: str | None = None,
 ) -> dict[str, Any]:
-    """A bootstrap from ``envoy/*.yaml`` aimed at a control plane on ``xds_port``.
+    """A bootstrap (``envoy/*.yaml``, or ``bundled_bootstrap``) aimed at a control plane on
+    ``xds_port``.
 
     The admin port becomes 0 (Envoy picks one); node id and cluster are replaced if given.
     """
-    config: dict[str, Any] = yaml.safe_load(Path(path).read_text())
+    source = Path(path) if isinstance(path, str) else path
+    config: dict[str, Any] = yaml.safe_load(source.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     node = config.setdefault("node", {})
     if node_id is not None:

@@ -24,11 +24,10 @@ import yaml
 
 from controlplane.domain import PodState
 from controlplane.errors import InvalidInput
-from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
+from controlplane.runtime.envoy import EnvoyProcess, bundled_bootstrap, load_bootstrap
 from controlplane.runtime.ports import free_port, port_is_free
 from controlplane.runtime.redis_server import RedisServer
 
-ENVOY_BOOTSTRAPS = Path(__file__).resolve().parents[2] / "envoy"
 NAMESPACE, SERVICE, UID_HEADER = "demo", "echo", "x-uid"
 
 Transport = Literal["rest", "ads", "delta"]
@@ -293,7 +292,7 @@ class LocalStack:
         transport = self.config.transport
         port = self.xds_rest_port if transport == "rest" else self.xds_grpc_port
         config = load_bootstrap(
-            ENVOY_BOOTSTRAPS / f"{transport}.yaml",
+            bundled_bootstrap(transport),
             xds_port=port,
             node_id=f"demo-envoy-{transport}",
             node_cluster="default",
