@@ -366,8 +366,8 @@ async def throughput_figures(
 
 
 def live_figures(scenario: Scenario, arrivals: Arrivals, label: str, targets: bool) -> None:
-    if not arrivals.live_ms:
-        raise RuntimeError(f"no probed arrival became live ({arrivals.probes} probed)")
+    if not arrivals.probes:
+        raise RuntimeError("no arrival was probed")
     note = (
         f"{len(arrivals.live_ms)} of {arrivals.probes} probed arrivals live, "
         f"{arrivals.timeouts} not within {PROBE_TIMEOUT_S:g} s; a request every "
@@ -404,6 +404,10 @@ async def quiet_figures(
 ) -> None:
     """No wrk load: CPU per arrival (arrivals window minus an idle one), then latency."""
     window = setup.quiet_s
+    # Envoy may still work through a backlog of arrivals under load: wait until it is done.
+    backlog = churn.stack.xds.cache.scope_revision(GROUP)
+    if not await churn.stack.xds.clients.scopes_live(GROUP, backlog, 120):
+        raise TimeoutError("Envoy did not catch up with the arrivals within 120 s")
     await asyncio.sleep(0.5)
     envoy0, ours0, wall0 = cpu_s(pid), time.process_time(), time.perf_counter()
     await asyncio.sleep(window)
