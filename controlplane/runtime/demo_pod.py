@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections import Counter
 
 import aiohttp
 from aiohttp import web
 
 UID_HEADER = "x-uid"
+# Where the pod finds the admin token by default: the environment, not the command line that
+# `ps` and `docker inspect` show.
+TOKEN_ENV = "STATEFUL_ROUTE_TOKEN"
 
 
 class DemoPod:
@@ -85,7 +89,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--report-to", help="admin API base URL to report load to")
-    parser.add_argument("--token")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"admin API token (default: ${TOKEN_ENV})",
+    )
     args = parser.parse_args()
     asyncio.run(serve(args.index, args.host, args.port, args.report_to, args.token))
 

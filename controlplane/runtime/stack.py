@@ -24,6 +24,7 @@ import yaml
 
 from controlplane.domain import PodState
 from controlplane.errors import InvalidInput
+from controlplane.runtime.demo_pod import TOKEN_ENV
 from controlplane.runtime.envoy import EnvoyProcess, bundled_bootstrap, load_bootstrap
 from controlplane.runtime.ports import free_port, port_is_free
 from controlplane.runtime.redis_server import RedisServer
@@ -37,10 +38,13 @@ Progress = Callable[[str], None]
 class ManagedProcess:
     """A child process in its own session, logging to a file, stopped only by its PID."""
 
-    def __init__(self, name: str, args: list[str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.args = args
         self.log_path = log_path
+        self.env = env  # None: this process's environment
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -51,6 +55,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=self.env,
             )
 
     @property
@@ -276,9 +281,10 @@ class LocalStack:
             "--host", self.config.host,
             "--port", str(self.pod_ports[index]),
             "--report-to", self.admin_url,
-            "--token", self.token,
         ]  # fmt: skip
-        return ManagedProcess(f"pod-{index}", args, self.workdir / f"pod-{index}.log")
+        # The token through the environment: a command line is visible to every local user.
+        env = {**os.environ, TOKEN_ENV: self.token}
+        return ManagedProcess(f"pod-{index}", args, self.workdir / f"pod-{index}.log", env)
 
     def pod_url(self, index: int) -> str:
         return f"http://{self.config.host}:{self.pod_ports[index]}"

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from controlplane.runtime.demo_pod import DemoPod
+from controlplane.runtime.demo_pod import TOKEN_ENV, DemoPod
+from controlplane.runtime.ports import free_port
 
 
 async def test_each_user_has_its_own_counter_and_health_can_fail() -> None:
@@ -20,3 +27,30 @@ async def test_each_user_has_its_own_counter_and_health_can_fail() -> None:
         assert (await client.get("/health")).status == 200
         pod.healthy = False
         assert (await client.get("/health")).status == 503
+
+
+async def test_the_pod_reports_its_load_with_the_token_from_its_environment() -> None:
+    reported: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def load(request: web.Request) -> web.Response:
+        if not reported.done():
+            reported.set_result(request.headers.get("Authorization", ""))
+        return web.json_response({})
+
+    admin = web.Application()
+    admin.router.add_post("/api/v1/services/demo/echo/pods/0/load", load)
+    token = "pod-env-token-0123456789"
+    async with TestServer(admin) as server:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controlplane.runtime.demo_pod", "--index", "0",
+            "--port", str(free_port()), "--report-to", str(server.make_url("/")),
+            env={**os.environ, TOKEN_ENV: token},
+        )  # fmt: skip
+        try:
+            # Not on the command line (`ps`, `docker inspect`), yet the reports carry it.
+            cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()  # noqa: ASYNC240
+            assert token.encode() not in cmdline
+            assert await asyncio.wait_for(reported, timeout=10) == f"Bearer {token}"
+        finally:
+            process.kill()
+            await process.wait()
