@@ -209,13 +209,16 @@ def test_status_shows_every_pod_and_alice_counts_on_hers(demo: Demo) -> None:
 def test_draining_a_pod_shows_in_status_and_the_api(demo: Demo) -> None:
     pod = demo.api(f"{SERVICE_PATH}/users/alice")["pod"]
     unauthorised = stateful_route("drain", "--admin", demo.admin, str(pod))
-    assert unauthorised.returncode != 0
-    assert "401" in unauthorised.stderr
+    assert unauthorised.returncode == 1
+    assert unauthorised.stderr.startswith("error: ")
+    assert "(401 unauthorized)" in unauthorised.stderr
+    assert len(unauthorised.stderr.splitlines()) == 1  # one line, no traceback
     assert demo.pod_state(pod) == "healthy"
 
     result = stateful_route("drain", "--admin", demo.admin, "--token", TOKEN, str(pod))
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)  # the transition, as JSON
+    assert result.stdout.startswith(f"pod {pod} (")  # a sentence, not JSON
+    assert "is draining: no new users;" in result.stdout
     assert demo.pod_state(pod) == "draining"
     status = stateful_route("status", "--admin", demo.admin).stdout.splitlines()
     row = next(line.split() for line in status[2:] if line.split()[0] == str(pod))
@@ -228,7 +231,9 @@ def test_migrate_recover_and_fail_through_the_cli(demo: Demo) -> None:
     demo.ask("bob")
     before = demo.api(f"{SERVICE_PATH}/users/bob")["pod"]
     target = next(i for i in range(4) if i != before and demo.pod_state(i) == "healthy")
-    moved = stateful_route("migrate", "--admin", demo.admin, "--token", TOKEN, "bob", str(target))
+    moved = stateful_route(
+        "migrate", "--admin", demo.admin, "--token", TOKEN, "--json", "bob", str(target)
+    )
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout)["pod"] == target
     wait_until(lambda: demo.ask("bob")["pod"] == target, "bob reaches its new pod")  # one push
@@ -244,6 +249,19 @@ def test_migrate_recover_and_fail_through_the_cli(demo: Demo) -> None:
     assert demo.pod_state(target) in {"down", "recovering"}
     assert demo.api(f"{SERVICE_PATH}/users/bob")["pod"] != target  # bob moved off it
     assert "POD_FAILURE" in stateful_route("status", "--admin", demo.admin).stdout
+
+
+def test_user_and_users_find_alice_on_her_pod(demo: Demo) -> None:
+    pod = demo.api(f"{SERVICE_PATH}/users/alice")["pod"]
+    user = stateful_route("user", "--admin", demo.admin, "alice")
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.startswith(f"alice is on pod {pod} of demo/echo; bound ")
+    users = stateful_route("users", "--admin", demo.admin, str(pod))
+    assert users.returncode == 0, users.stderr
+    assert "alice" in users.stdout.splitlines()[1:]
+    envoys = stateful_route("envoys", "--admin", demo.admin, "--json")
+    assert envoys.returncode == 0, envoys.stderr
+    assert [envoy["transport"] for envoy in json.loads(envoys.stdout)] == ["rest"]
 
 
 def test_the_compose_loadgen_finds_every_user_on_one_pod(demo: Demo) -> None:

@@ -1,17 +1,11 @@
-"""``stateful-route``: run the control plane, or steer a running one through its admin API."""
+"""``stateful-route serve`` and ``stateful-route demo``: the commands that start processes."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import json
-import logging
-import os
 import signal
-import sys
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -25,22 +19,8 @@ if TYPE_CHECKING:
 _MIN_TOKEN = 16
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        result: int = args.run(args)
-        return result
-    except StatefulRouteError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stateful-route", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
+def add_commands(commands: Any) -> None:
+    """``serve`` and ``demo``, on the parser's subcommands (``commands``)."""
     serve = commands.add_parser("serve", help="run the control plane")
     serve.add_argument("--config", help="a YAML or TOML settings file")
     serve.add_argument("--redis-url")
@@ -56,28 +36,6 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--xds", choices=["rest", "ads", "delta"], default="rest")
     demo.add_argument("--token", help="admin API token (default: a random one)")
     demo.set_defaults(run=_demo)
-
-    def client(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
-        sub.add_argument(
-            "--admin", default=os.environ.get("STATEFUL_ROUTE_ADMIN", "http://127.0.0.1:9901")
-        )
-        sub.add_argument("--token", default=os.environ.get("STATEFUL_ROUTE_TOKEN"))
-        sub.add_argument("--namespace", "-n", default="demo")
-        sub.add_argument("--service", "-s", default="echo")
-        return sub
-
-    status = client("status", "show services, pods and recent failovers")
-    status.set_defaults(run=_status)
-    migrate = client("migrate", "move one user to a pod")
-    migrate.add_argument("uid")
-    migrate.add_argument("pod", type=int)
-    migrate.set_defaults(run=_migrate)
-    for action in ("drain", "recover", "fail"):
-        sub = client(action, f"{action} a pod")
-        sub.add_argument("pod", type=int)
-        sub.set_defaults(run=_pod_action, action=action)
-    return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -174,53 +132,3 @@ def _say(text: str) -> None:
     from stopping what we started."""
     with contextlib.suppress(OSError):
         print(text, flush=True)
-
-
-def _status(args: argparse.Namespace) -> int:
-    base = f"/api/v1/services/{args.namespace}/{args.service}"
-    pods = _call(args, "GET", f"{base}/pods")
-    print(f"{args.namespace}/{args.service}")
-    print(f"{'pod':>4} {'address':<22} {'state':<11} {'weight':>6} {'users':>7} {'load':>5}")
-    for pod in pods:
-        print(
-            f"{pod['pod_index']:>4} {pod['address']:<22} {pod['state']:<11} {pod['weight']:>6} "
-            f"{pod['bound_users']:>7} {pod['load_state']:>5}"
-        )
-    for event in _call(args, "GET", f"{base}/failovers?limit=5"):
-        users = event["affected_users"]
-        print(f"  {event['type']:<14} pod={event['pod']} users={users} {event['reason']}")
-    return 0
-
-
-def _migrate(args: argparse.Namespace) -> int:
-    path = f"/api/v1/services/{args.namespace}/{args.service}/users/{args.uid}"
-    print(json.dumps(_call(args, "PUT", path, {"pod": args.pod})))
-    return 0
-
-
-def _pod_action(args: argparse.Namespace) -> int:
-    path = f"/api/v1/services/{args.namespace}/{args.service}/pods/{args.pod}/{args.action}"
-    print(json.dumps(_call(args, "POST", path, {})))
-    return 0
-
-
-def _call(args: argparse.Namespace, method: str, path: str, body: object = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(args.admin.rstrip("/") + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if args.token:
-        request.add_header("Authorization", f"Bearer {args.token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        raise StatefulRouteError(f"{method} {path} answered {exc.code}: {detail}") from None
-    except urllib.error.URLError as exc:
-        raise StatefulRouteError(
-            f"cannot reach the admin API at {args.admin}: {exc.reason}"
-        ) from None
-
-
-if __name__ == "__main__":
-    sys.exit(main())
