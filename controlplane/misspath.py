@@ -3,9 +3,11 @@
 Envoy's Lua filter (``xds/misspath.lua``) runs only for a request that found no route, i.e. a
 user with no scope in that Envoy yet. It names the service, the uid and its node group; the
 control plane places the user (its binding from Redis, or a new pod by the service's strategy),
-which puts the user in the sticky table and so its scope in every Envoy of the group. The
-answer waits until the group's Envoys have acknowledged that scope, so the filter can select it
-and this very request lands on the user's pod. The answer names the scope key to select.
+which puts the user in the sticky table and so its scope in every Envoy of the group (pushed
+within ``xds.scope_push_*``). The answer names the scope of the user's *placement* (its pods),
+which the group's Envoys hold since that placement's first user: the filter selects it and
+this very request lands on the user's pod, with no wait for the user's own scope. Only for a
+placement's first user does the answer wait until the group's Envoys acknowledged it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from controlplane.xds.naming import (
     SERVICE_HEADER,
     UID_HEADER,
 )
-from controlplane.xds.scopes import user_key
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("stateful_route.misspath")
@@ -55,7 +56,7 @@ class MissPath:
         uid = request.headers.get(UID_HEADER, "")
         group = request.headers.get(GROUP_HEADER, "")
         try:
-            settings = (await self._manager.service(ServiceKey.of(namespace, name))).settings
+            await self._manager.service(ServiceKey.of(namespace, name))
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
             await self._metrics.timed_route(self._manager.route_request, route)
         except InvalidInput as exc:
@@ -67,8 +68,7 @@ class MissPath:
             return web.Response(status=503, text=exc.message)
         except RedisError:
             return web.Response(status=503, text="redis is unreachable and the service unknown")
-        if not await self._xds.scopes_live(group, SCOPE_WAIT_S):
+        key, live = await self._xds.scope_for(group, ServiceKey(namespace, name), uid, SCOPE_WAIT_S)
+        if not live:
             log.warning("scope_not_acknowledged group=%r service=%s/%s", group, namespace, name)
-        headers = self._xds.cache.uid_headers(group)
-        key = user_key(headers, settings.uid_header, uid)
         return web.Response(status=200, headers={SCOPE_KEY_HEADER: key})

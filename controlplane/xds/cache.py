@@ -35,6 +35,7 @@ from controlplane.xds.scopes import (
     Placement,
     ScopeTable,
     encode_scope,
+    placement_key,
     placement_of,
     scope_json,
     user_key,
@@ -237,6 +238,9 @@ class SnapshotCache:
         self._route_configs: dict[Placement, tuple[tuple[Service, ...], Rendered]] = {}
         self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
         self._watchers: set[Callable[[], None]] = set()
+        # Called when users' scopes changed; the xDS server paces the pushes (each costs every
+        # Envoy a copy of its scope index), alone the cache publishes at once.
+        self.scopes_changed: Callable[[], None] = self.publish
         self._epoch = secrets.token_hex(4)
         self.closed = False
         self.generation = 0
@@ -268,7 +272,7 @@ class SnapshotCache:
                 self._snapshots[snapshot_key] = new
                 changed = True
         if changed:
-            self._publish()
+            self.publish()
 
     def user_changed(self, service: ServiceKey, uid: str) -> None:
         """A user's pod in ``service`` changed (or it left Envoy's routes): re-point its scope
@@ -284,13 +288,35 @@ class SnapshotCache:
                 if group.table.placements_changed != placements:
                     self._refresh_routes(name)
         if changed:
-            self._publish()
+            self.scopes_changed()
 
     def scope_revision(self, group: str) -> int:
-        """The group's scope table revision now (what an Envoy must hold to route a user the
-        control plane has just placed)."""
+        """The group's scope table revision now."""
         found = self._groups.get(group)
         return found.table.revision if found else 0
+
+    def placement_scope(self, group: str, service: ServiceKey, uid: str) -> tuple[str, int]:
+        """The key of the scope that routes ``uid`` in ``service`` as it is placed now, and the
+        revision of the group's scopes an Envoy must hold to have it.
+
+        That is the scope of the user's placement, there since its first user came: a new
+        user's first request needs no push of its own scope. Without one (the group has no
+        Envoy yet, or the user no placement), the user's own key and the current revision.
+        """
+        found = self._groups.get(group)
+        header = dict(found.services).get(service) if found else None
+        if found is None or header is None:
+            headers = self.uid_headers(group)
+            header = next((h for k, h in self._service_headers() if k == service), "")
+            return user_key(headers, header, uid), found.table.revision if found else 0
+        key = user_key(found.table.uid_headers, header, uid)
+        placement = found.table.placement(key)
+        if placement is None:
+            return key, found.table.revision
+        return placement_key(placement), found.table.placed_at(placement)
+
+    def _service_headers(self) -> Iterable[tuple[ServiceKey, str]]:
+        return ((k, p.state.service.settings.uid_header) for k, p in self._parts.items())
 
     def uid_headers(self, group: str) -> tuple[str, ...]:
         """The uid headers a group's scope keys are built from (sorted)."""
@@ -322,9 +348,14 @@ class SnapshotCache:
     def close(self) -> None:
         """Wake every watcher one last time so held requests and streams can end."""
         self.closed = True
-        self._publish()
+        self.publish()
 
-    def _publish(self) -> None:
+    def scope_count(self) -> int:
+        """The most scopes any group holds (what one push costs an Envoy grows with it)."""
+        return max((len(g.table.routes) for g in self._groups.values()), default=0)
+
+    def publish(self) -> None:
+        """Wake every watcher: the snapshots (or a group's scopes) changed."""
         self.generation += 1
         for callback in list(self._watchers):
             callback()

@@ -12,8 +12,10 @@ one space, which a valid uid never holds. A user of a service is keyed with its 
 service's header's place and the others empty, which is what a client sending only that
 header produces. Two scopes need no user: ``"u"`` plus the empty values (a request with no uid
 header) and ``FALLBACK_KEY`` (what the miss path selects when the control plane cannot place
-the user). Both name the balanced RouteConfiguration. The early header mutation always writes
-a key starting with ``"u"``, so no client can select ``FALLBACK_KEY`` or forge a key.
+the user). Both name the balanced RouteConfiguration. Each placement in use has a scope too,
+keyed ``PLACEMENT_PREFIX`` and its RouteConfiguration's name: the miss path selects it for a
+new user's first request, which so needs no push of the user's own scope. The early header
+mutation always writes a key starting with ``"u"``, so no client can select any other key.
 
 The table keeps a revision, bumped by every change, and a bounded journal of the keys each
 revision changed, so a delta xDS stream sends only what changed since its last response
@@ -32,6 +34,7 @@ from controlplane.xds.wire import field, text
 
 KEY_PREFIX = "u"
 FALLBACK_KEY = "-"
+PLACEMENT_PREFIX = "="
 SEPARATOR = " "
 JOURNAL_LENGTH = 100_000
 _HASH_SPACE = 1 << 64
@@ -79,10 +82,12 @@ class ScopeTable:
         self.routes: dict[str, str] = dict(fixed)
         self._users: dict[str, Placement] = {}
         self._placements: dict[Placement, int] = {}  # placement -> users naming it
+        self._placed_at: dict[Placement, int] = {}  # placement -> revision its scope came in
         self.revision = 0
         # Bumped when a placement gains its first user or loses its last.
         self.placements_changed = 0
         self._journal: deque[tuple[int, str]] = deque(maxlen=JOURNAL_LENGTH)
+        self._forgotten = 0  # the newest revision the journal no longer holds whole
         self._hash_sum = sum(_hash(k, r) for k, r in fixed.items()) % _HASH_SPACE
 
     @property
@@ -102,24 +107,32 @@ class ScopeTable:
         old = self._users.get(key)
         if old == placement:
             return False
+        self.revision += 1
         if old is not None:
             self._release(old)
             self._forget(key)
         if placement:
             self._users[key] = placement
             users = self._placements[placement] = self._placements.get(placement, 0) + 1
-            self.placements_changed += users == 1
-            route = self.routes[key] = placement_route_name(placement)
-            self._hash_sum = (self._hash_sum + _hash(key, route)) % _HASH_SPACE
-        self.revision += 1
-        self._journal.append((self.revision, key))
+            if users == 1:
+                self._add(placement_key(placement), placement_route_name(placement))
+                self._placed_at[placement] = self.revision
+                self.placements_changed += 1
+            self._add(key, placement_route_name(placement))
+        else:
+            self._note(key)
         return True
+
+    def placed_at(self, placement: Placement) -> int:
+        """The revision that brought ``placement``'s own scope (an Envoy holding it can route
+        any user of the placement)."""
+        return self._placed_at[placement]
 
     def changed_since(self, revision: int) -> set[str] | None:
         """Keys changed after ``revision``; None when the journal does not reach back."""
         if revision == self.revision:
             return set()
-        if not self._journal or self._journal[0][0] > revision + 1:
+        if revision < self._forgotten:
             return None
         changed: set[str] = set()
         for number, key in reversed(self._journal):
@@ -136,18 +149,38 @@ class ScopeTable:
         keys = self.routes.keys() if names is None else (n for n in names if n in self.routes)
         return ((key, self.routes[key]) for key in keys)
 
-    def _forget(self, key: str) -> None:
+    def _note(self, key: str) -> None:
+        if len(self._journal) == self._journal.maxlen:
+            self._forgotten = self._journal[0][0]  # that revision's changes are no longer whole
+        self._journal.append((self.revision, key))
+
+    def _add(self, key: str, route: str) -> None:
+        self._note(key)
+        self.routes[key] = route
+        self._hash_sum = (self._hash_sum + _hash(key, route)) % _HASH_SPACE
+
+    def _remove(self, key: str) -> None:
         route = self.routes.pop(key)
-        del self._users[key]
         self._hash_sum = (self._hash_sum - _hash(key, route)) % _HASH_SPACE
+
+    def _forget(self, key: str) -> None:
+        self._remove(key)
+        del self._users[key]
 
     def _release(self, placement: Placement) -> None:
         left = self._placements[placement] - 1
         if left:
             self._placements[placement] = left
-        else:
-            del self._placements[placement]
-            self.placements_changed += 1
+            return
+        del self._placements[placement], self._placed_at[placement]
+        key = placement_key(placement)
+        self._remove(key)
+        self._note(key)
+        self.placements_changed += 1
+
+
+def placement_key(placement: Placement) -> str:
+    return PLACEMENT_PREFIX + placement_route_name(placement)
 
 
 def revision_of(version: str) -> int | None:

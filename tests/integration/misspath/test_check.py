@@ -77,6 +77,15 @@ async def test_a_new_user_is_bound_and_told_its_scope_key(
     assert manager.sticky.routes(ServiceKey("games", "lobby"))["alice"] == binding.pod
 
 
+async def test_with_an_envoy_the_answer_is_the_scope_of_the_users_pod(
+    client: Client, xds: XdsServer, manager: StatefulRouteManager
+) -> None:
+    xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))  # what a connecting Envoy asks
+    answer = await client.post(MISS_PATH, headers=asking("carol"))
+    pod = (await manager.get_binding("games", "lobby", "carol")).pod
+    assert answer.headers[SCOPE_KEY_HEADER] == f"=stateful-route:games/lobby={pod}"
+
+
 async def test_the_answer_waits_until_the_groups_envoys_hold_the_scope(
     client: Client, xds: XdsServer
 ) -> None:

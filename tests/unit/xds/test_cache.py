@@ -95,6 +95,8 @@ def test_a_users_arrival_adds_one_scope_naming_its_pods_routes_in_every_kind() -
     assert cache.generation == generation + 1  # published at once, no rebuild
     for key in (ADS, REST):
         assert scopes(cache, key)["ubob"] == "stateful-route:games/lobby=1"
+        # The placement's own scope, which the miss path selects for a new user's first request.
+        assert scopes(cache, key)["=stateful-route:games/lobby=1"] == "stateful-route:games/lobby=1"
         assert routes(cache, key) == [BALANCED_ROUTE_NAME, "stateful-route:games/lobby=1"]
         assert cache.snapshot(key).type(res.CLUSTER) is before[key].type(res.CLUSTER)
 
@@ -115,10 +117,12 @@ def test_a_moved_user_is_one_scope_re_pointed_and_a_gone_one_loses_its_scope() -
     scope_type = cache.snapshot(ADS).type(res.SCOPED)
     revision = scope_type.revision
     sticky.move(LOBBY, ["bob"], 0)
-    assert scope_type.changed_since(revision) == {"ubob"}
+    # Bob's scope, and pod 0's placement scope (its first user).
+    assert scope_type.changed_since(revision) == {"ubob", "=stateful-route:games/lobby=0"}
     assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
     sticky.remove(LOBBY, "carol")
     assert "ucarol" not in scopes(cache)
+    assert "=stateful-route:games/lobby=1" not in scopes(cache)
     # Nobody is on pod 1 any more: its route configuration goes too.
     assert routes(cache) == [BALANCED_ROUTE_NAME, "stateful-route:games/lobby=0"]
 
