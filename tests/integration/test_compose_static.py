@@ -11,8 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shlex
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,9 @@ import pytest
 import yaml
 
 from controlplane.runtime.demo_pod import TOKEN_ENV
-from controlplane.runtime.envoy import XDS_CLUSTER, find_envoy_binary
+from controlplane.runtime.envoy import XDS_CLUSTER
 from controlplane.settings import Settings
+from tests.support.envoy_validate import assert_envoy_accepts
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -321,17 +320,4 @@ def test_every_service_is_on_the_one_network(
 
 @pytest.mark.envoy
 def test_envoy_accepts_the_bootstrap(bootstrap_path: Path, tmp_path: Path) -> None:
-    # Validate mode resolves no DNS (the compose names are fine as they are), but it opens the
-    # outlier event log, whose directory exists only in the container: point it at tmp_path.
-    config = load_yaml(bootstrap_path)
-    config["cluster_manager"]["outlier_detection"]["event_log_path"] = str(
-        tmp_path / "outlier-events.log"
-    )
-    copy = tmp_path / bootstrap_path.name
-    copy.write_text(yaml.safe_dump(config))
-    command = [find_envoy_binary(), "--mode", "validate", "-c", str(copy)]
-    result = subprocess.run(
-        [*command, "--use-dynamic-base-id"], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, shlex.join(command) + "\n" + result.stderr[-3000:]
-    assert f"configuration '{copy}' OK" in result.stdout + result.stderr
+    assert_envoy_accepts(load_yaml(bootstrap_path), tmp_path, bootstrap_path.name)
