@@ -238,9 +238,11 @@ class SnapshotCache:
         self._route_configs: dict[Placement, tuple[tuple[Service, ...], Rendered]] = {}
         self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
         self._watchers: set[Callable[[], None]] = set()
-        # Called when users' scopes changed; the xDS server paces the pushes (each costs every
-        # Envoy a copy of its scope index), alone the cache publishes at once.
-        self.scopes_changed: Callable[[], None] = self.publish
+        # Users whose scopes changed since the last flush; ``scopes_changed`` is called on each
+        # and flushes them (the xDS server paces it: each push costs every Envoy a copy of its
+        # scope index; alone, the cache flushes at once).
+        self._staged: set[tuple[ServiceKey, str]] = set()
+        self.scopes_changed: Callable[[], None] = self.flush_scopes
         self._epoch = secrets.token_hex(4)
         self.closed = False
         self.generation = 0
@@ -275,20 +277,27 @@ class SnapshotCache:
             self.publish()
 
     def user_changed(self, service: ServiceKey, uid: str) -> None:
-        """A user's pod in ``service`` changed (or it left Envoy's routes): re-point its scope
-        in every group that serves the service, and publish at once."""
+        """A user's pod in ``service`` changed (or it left Envoy's routes). Its scope follows at
+        the next ``flush_scopes``, which ``scopes_changed`` schedules: Envoys see users' scope
+        changes only in those batches, whatever wakes their streams in between."""
+        self._staged.add((service, uid))
+        self.scopes_changed()
+
+    def flush_scopes(self) -> None:
+        """Re-point the staged users' scopes in every group that serves them; publish."""
+        staged, self._staged = self._staged, set()
         changed = False
         for name, group in self._groups.items():
-            header = next((h for k, h in group.services if k == service), None)
-            if header is None:
-                continue
+            headers = dict(group.services)
             placements = group.table.placements_changed
-            if self._place(group, header, uid):
-                changed = True
-                if group.table.placements_changed != placements:
-                    self._refresh_routes(name)
+            for service, uid in staged:
+                header = headers.get(service)
+                if header is not None:
+                    changed = self._place(group, header, uid) or changed
+            if group.table.placements_changed != placements:
+                self._refresh_routes(name)
         if changed:
-            self.scopes_changed()
+            self.publish()
 
     def scope_revision(self, group: str) -> int:
         """The group's scope table revision now."""
@@ -309,10 +318,11 @@ class SnapshotCache:
             headers = self.uid_headers(group)
             header = next((h for k, h in self._service_headers() if k == service), "")
             return user_key(headers, header, uid), found.table.revision if found else 0
-        key = user_key(found.table.uid_headers, header, uid)
-        placement = found.table.placement(key)
-        if placement is None:
-            return key, found.table.revision
+        placement = self._placement(found, header, uid)
+        if not placement:
+            return user_key(found.table.uid_headers, header, uid), found.table.revision
+        if placement not in found.table.placements():
+            self.flush_scopes()  # a placement's first user: its scope goes out now
         return placement_key(placement), found.table.placed_at(placement)
 
     def _service_headers(self) -> Iterable[tuple[ServiceKey, str]]:
@@ -381,13 +391,17 @@ class SnapshotCache:
         return group
 
     def _place(self, group: _Group, header: str, uid: str) -> bool:
+        key = user_key(group.table.uid_headers, header, uid)
+        return group.table.point(key, self._placement(group, header, uid))
+
+    def _placement(self, group: _Group, header: str, uid: str) -> Placement:
+        """Where the user is bound in the group's services that key it by ``header``."""
         pods = {}
         for service in group.by_header[header]:
             index = self._user_routes(service).get(uid)
             if index is not None:
                 pods[cluster_name(service)] = index
-        key = user_key(group.table.uid_headers, header, uid)
-        return group.table.point(key, placement_of(pods))
+        return placement_of(pods)
 
     def _refresh_routes(self, group: str) -> None:
         """New placements in a group: its snapshots get their RouteConfigurations."""

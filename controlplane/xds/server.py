@@ -107,7 +107,7 @@ class XdsServer:
     def _push_scopes(self) -> None:
         self._scope_push = None
         self._last_scope_push = asyncio.get_running_loop().time()
-        self.cache.publish()
+        self.cache.flush_scopes()
 
     def _changed(self, key: ServiceKey) -> None:
         if self._task is not None:
