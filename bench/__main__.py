@@ -53,7 +53,7 @@ def plan(quick: bool) -> Plan:
             "xds_convergence": lambda: xds_convergence.run(50, 10, 8),
             "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 1.0, 16),
             "failover": lambda: failover.run(200),
-            "scale": lambda: scale.run(20_000, 500, 1000),
+            "scale": lambda: scale.run(20_000, 1000),
             "redis": lambda: route_manager.scenario(5000, 256),
             "binding_memory": lambda: binding_memory.scenario(20_000),
         }
@@ -64,7 +64,7 @@ def plan(quick: bool) -> Plan:
         "xds_convergence": lambda: xds_convergence.run(200, 10, 50),
         "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 5.0, 16),
         "failover": lambda: failover.run(400),
-        "scale": lambda: scale.run(100_000, 5000, 1000),
+        "scale": lambda: scale.run(100_000, 1000),
         "redis": lambda: route_manager.scenario(30_000, 256),
         "binding_memory": lambda: binding_memory.scenario(100_000),
         "redis_topologies": lambda: redis_topologies.scenario(2, 12, 30_000, 256, 1),

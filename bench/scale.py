@@ -1,19 +1,16 @@
-"""Scale: 100k bound users (control plane rebuild, Envoy apply time and memory), 1,000 pods.
+"""Scale: one arrival among many users in the control plane, and 1,000 pods.
 
-- Rebuild: ``SnapshotCache.update`` for one changed user of a service carrying N user routes
-  (the cache re-assembles the virtual host from cached per-user fragments, sticky_host.py).
-  Baseline in the same run: building that whole VirtualHost with
-  ``resources.build_virtual_host`` and serializing it, as a cache without fragments would. The
-  baseline costs ~4 ms per user in betterproto2, so it runs at a smaller size (printed) and is
-  compared with ours at that size; ours alone is measured at the full size.
-- Envoy: one Envoy (ADS from the real xDS server) receives N user routes: time from the state
-  change to Envoy's RDS ``update_success``, and its heap (admin ``/memory``) against the same
-  Envoy with no user route. Then one more user on top of N: what each placement costs Envoy,
-  against the same one-user change on top of a small map.
+- One arrival among N users (a user put in the sticky table, as the miss path does): the
+  control plane's cost until the bytes for a delta stream are ready (the cache stages the user,
+  flushes it into the group's scope table, the stream's subscription finds the one changed
+  scope through the table's journal and encodes it). Against the same arrival among 1,000
+  users (the cost must not grow with N), and against what a SotW or REST stream costs for the
+  same arrival in the same run (every scope encoded again).
+  How Envoy fares with N scopes (apply time, heap, CPU per arrival) is ``bench.churn``'s.
 - 1,000 pods: one service's pods all visible in Envoy's ``/clusters``, and one pod's weight
   change in the cache, against the same with 10 pods.
 
-    python -m bench.scale [--users 100000] [--baseline-users 10000] [--pods 1000]
+    python -m bench.scale [--users 100000] [--pods 1000]
 """
 
 from __future__ import annotations
@@ -24,134 +21,50 @@ import json
 import time
 
 from bench._common import ENVOY_DIR, Figure, Scenario, envoy, median, until
-from controlplane.domain import ServiceState
-from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
+from controlplane.domain import ServiceKey, ServiceState
+from controlplane.domain.sticky import StickyTable
+from controlplane.runtime.envoy import load_bootstrap
 from controlplane.runtime.ports import free_port
 from controlplane.xds import resources as res
 from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
+from controlplane.xds.protocol import DeltaRequest, DeltaSubscription
 from tests.support.state import MemoryStateSource, service_state
 from tests.support.xds_stack import XdsStack
 
-TARGET_REBUILD_S = 0.3  # issue #4: one changed user among 100k, in the control plane
 KEY = SnapshotKey("default", res.SourceKind.ADS)
-RDS_SUCCESS = "http.stateful_route.rds.stateful-route.update_success"
-SMALL_MAP = 1000
+GAME = ServiceKey("bench", "game")
+SMALL = 1000
+ARRIVALS = 200
 
 
-def with_users(state: ServiceState, users: int, extra: int = 0) -> ServiceState:
-    routes = {f"user-{i:06d}": i % len(state.pods) for i in range(users)}
-    routes.update({f"extra-{i}": i % len(state.pods) for i in range(extra)})
-    return ServiceState(state.service, state.pods, routes)
-
-
-def cache_update_s(state: ServiceState, changes: int) -> tuple[float, float]:
-    """Median seconds of one changed user in the cache, and of the REST JSON afterwards."""
-    cache = SnapshotCache(XdsSettings())
-    cache.replace_all([state])
+def arrival_costs(users: int) -> tuple[float, float]:
+    """Median seconds per arrival among ``users``: for a delta stream, and for a SotW one."""
+    sticky = StickyTable(window_s=3600)
+    cache = SnapshotCache(XdsSettings(), sticky.routes)
+    sticky.observer = cache.user_changed
+    cache.replace_all([service_state("bench", "game", [20000 + i for i in range(10)])])
     cache.snapshot(KEY)
-    took, json_took = [], []
-    for i in range(changes):
-        moved = ServiceState(state.service, state.pods, {**state.routes, f"new-{i}": 0})
+    for i in range(users):
+        sticky.put(GAME, f"user-{i:07d}", i % 10, seen=0)
+    scopes = cache.snapshot(KEY).type(res.SCOPED)
+    sub = DeltaSubscription(res.SCOPED)
+    sub.on_request(DeltaRequest(res.SCOPED))
+    updated, _ = sub.changes(scopes)
+    sub.sent({n: scopes.versions[n] for n in updated}, [], "0")
+    delta, sotw = [], []
+    for i in range(ARRIVALS):
         started = time.perf_counter()
-        cache.update({state.service.key: moved})
-        took.append(time.perf_counter() - started)
-        view = cache.snapshot(KEY).type(res.ROUTE).view(())
-        started = time.perf_counter()
-        view.rest_body(res.ROUTE)
-        json_took.append(time.perf_counter() - started)
-    return median(took), median(json_took)
-
-
-def whole_host_s(state: ServiceState) -> float:
-    started = time.perf_counter()
-    bytes(res.build_virtual_host(state.service, state.pods, state.routes))
-    return time.perf_counter() - started
-
-
-async def stat(process: EnvoyProcess, name: str) -> int:
-    body = json.loads(await process.get(f"/stats?format=json&filter=^{name}$"))
-    for item in body.get("stats", []):
-        if item.get("name") == name:
-            return int(item.get("value", 0))
-    return 0
-
-
-async def heap_bytes(process: EnvoyProcess) -> int:
-    return int(json.loads(await process.get("/memory"))["allocated"])
-
-
-async def applied_s(source: MemoryStateSource, process: EnvoyProcess, state: ServiceState) -> float:
-    """Seconds from putting ``state`` to Envoy's next successful RDS update."""
-    before = await stat(process, RDS_SUCCESS)
-    started = time.perf_counter()
-    source.put(state)
-
-    async def applied() -> bool:
-        return await stat(process, RDS_SUCCESS) > before
-
-    await until(applied, timeout_s=120, every_s=0.02)
-    return time.perf_counter() - started
-
-
-async def envoy_figures(scenario: Scenario, base: ServiceState, users: int) -> None:
-    source = MemoryStateSource([base])
-    settings = XdsSettings(default_group=NodeGroupSettings(listener_port=free_port()))
-    stack = await XdsStack(source, settings).start()
-    process = envoy(load_bootstrap(ENVOY_DIR / "ads.yaml", xds_port=stack.grpc_port))
-    try:
-        await process.start()
-
-        async def first_routes() -> bool:
-            return await stat(process, RDS_SUCCESS) > 0
-
-        await until(first_routes, timeout_s=20, every_s=0.05)
-        empty_heap = await heap_bytes(process)
-        small = await applied_s(source, process, with_users(base, SMALL_MAP))
-        small_one = median(
-            [await applied_s(source, process, with_users(base, SMALL_MAP, i)) for i in (1, 2, 3)]
-        )
-        full = await applied_s(source, process, with_users(base, users))
-        await asyncio.sleep(1.0)  # let the old route table go
-        full_heap = await heap_bytes(process)
-        one_more = median(
-            [await applied_s(source, process, with_users(base, users, i)) for i in (1, 2, 3)]
-        )
-    finally:
-        await process.close()
-        await stack.stop()
-    scenario.add(
-        Figure(
-            f"Envoy applies {users:,} user routes (state change -> RDS update_success)",
-            full,
-            "s",
-            f"{SMALL_MAP:,} user routes",
-            small,
-            higher_is_better=False,
-        )
-    )
-    scenario.add(
-        Figure(
-            f"Envoy heap with {users:,} user routes",
-            full_heap / 2**20,
-            "MiB",
-            "no user route",
-            empty_heap / 2**20,
-            higher_is_better=False,
-            note=f"{(full_heap - empty_heap) / users:,.0f} bytes per user route",
-        )
-    )
-    scenario.add(
-        Figure(
-            f"one more user on top of {users:,}: Envoy applies the route config",
-            one_more,
-            "s",
-            f"one more user on top of {SMALL_MAP:,}",
-            small_one,
-            higher_is_better=False,
-            note="every placement re-sends the whole route configuration (RDS is SotW)",
-        )
-    )
+        sticky.put(GAME, f"new-{i}", i % 10, seen=0)
+        updated, removed = sub.changes(scopes)
+        b"".join(scopes.proto(name) for name in updated)
+        sub.sent({n: scopes.versions[n] for n in updated}, removed, str(i))
+        delta.append(time.perf_counter() - started)
+        if i < 5:  # whole-table encodes are slow at 100,000: a few are enough
+            started = time.perf_counter()
+            scopes.view(()).sotw_resources(res.SCOPED)
+            sotw.append(time.perf_counter() - started)
+    return median(delta), median(sotw)
 
 
 async def pods_figures(scenario: Scenario, pods: int) -> None:
@@ -219,47 +132,36 @@ async def pods_figures(scenario: Scenario, pods: int) -> None:
     )
 
 
-async def run(users: int, baseline_users: int, pods: int) -> Scenario:
+async def run(users: int, pods: int) -> Scenario:
     scenario = Scenario(
         "scale",
-        f"Scale: {users:,} bound users, {pods:,} pods",
-        f"python -m bench.scale --users {users} --baseline-users {baseline_users} --pods {pods}",
-        params={"users": users, "baseline_users": baseline_users, "pods": pods, "pods_per_svc": 10},
+        f"Scale: one arrival among {users:,} users, {pods:,} pods",
+        f"python -m bench.scale --users {users} --pods {pods}",
+        params={"users": users, "pods": pods, "arrivals": ARRIVALS},
     )
-    base = service_state("bench", "game", [20000 + i for i in range(10)], domains=["*"])
-    small = with_users(base, baseline_users)
-    ours_small, _ = cache_update_s(small, 5)
+    small_delta, _ = arrival_costs(SMALL)
+    delta, sotw = arrival_costs(users)
     scenario.add(
         Figure(
-            f"one changed user among {baseline_users:,}: control plane rebuild",
-            ours_small * 1000,
+            f"one arrival among {users:,} users: control plane, delta stream",
+            delta * 1000,
             "ms",
-            f"whole VirtualHost with build_virtual_host, {baseline_users:,} users",
-            whole_host_s(small) * 1000,
+            f"one arrival among {SMALL:,} users",
+            small_delta * 1000,
             higher_is_better=False,
-        )
-    )
-    ours, rest_json = cache_update_s(with_users(base, users), 5)
-    scenario.add(
-        Figure(
-            f"one changed user among {users:,}: control plane rebuild",
-            ours * 1000,
-            "ms",
-            higher_is_better=False,
-            target=TARGET_REBUILD_S * 1000,
-            note="SnapshotCache.update (protobuf, what ADS sends)",
+            note="sticky table -> scope table -> journal -> one scope encoded",
         )
     )
     scenario.add(
         Figure(
-            f"one changed user among {users:,}: REST JSON of the route configuration",
-            rest_json * 1000,
+            f"one arrival among {users:,} users: control plane, delta stream",
+            delta * 1000,
             "ms",
+            "the same arrival for a SotW/REST stream (every scope encoded again)",
+            sotw * 1000,
             higher_is_better=False,
-            note="paid on top of the rebuild when an Envoy polls RDS over REST",
         )
     )
-    await envoy_figures(scenario, base, users)
     await pods_figures(scenario, pods)
     return scenario
 
@@ -267,10 +169,9 @@ async def run(users: int, baseline_users: int, pods: int) -> Scenario:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--baseline-users", type=int, default=5_000)
     parser.add_argument("--pods", type=int, default=1000)
     args = parser.parse_args()
-    asyncio.run(run(args.users, args.baseline_users, args.pods))
+    asyncio.run(run(args.users, args.pods))
 
 
 if __name__ == "__main__":
