@@ -65,8 +65,8 @@ from controlplane.runtime.envoy import EnvoyProcess, load_bootstrap
 from controlplane.runtime.ports import free_port
 from controlplane.xds.cache import SnapshotKey
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
-from controlplane.xds.resources import SCOPED, SourceKind
 from controlplane.xds.listeners import XdsListeners
+from controlplane.xds.resources import SCOPED, SourceKind
 from tests.support.state import MemoryStateSource, service_state
 
 PODS = 4
@@ -185,13 +185,20 @@ class Churn:
 
         async def acked() -> None:
             # The user's scope joins the table with the next paced push; then its revision.
-            deadline = time.perf_counter() + PROBE_TIMEOUT_S
-            while "u" + uid not in scopes.versions and time.perf_counter() < deadline:
-                await asyncio.sleep(0.001)
-            revision = cache.scope_revision(GROUP)
-            left = deadline - time.perf_counter()
-            if left > 0 and await clients.scopes_live(GROUP, revision, left):
-                out.ack_ms.append((time.perf_counter() - at) * 1000)
+            pushed = asyncio.Event()
+            unwatch = cache.watch(pushed.set)
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT_S):
+                    while "u" + uid not in scopes.versions:
+                        await pushed.wait()
+                        pushed.clear()
+                    revision = cache.scope_revision(GROUP)
+                    if await clients.scopes_live(GROUP, revision, PROBE_TIMEOUT_S):
+                        out.ack_ms.append((time.perf_counter() - at) * 1000)
+            except TimeoutError:
+                pass
+            finally:
+                unwatch()
 
         ack = asyncio.create_task(acked())
         took = await live_ms(self.session, self.url, uid, pod, at)
