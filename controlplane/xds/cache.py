@@ -260,6 +260,10 @@ class SnapshotCache:
 
     def update(self, changes: Mapping[ServiceKey, ServiceState | None]) -> None:
         """Apply changed services (None: removed) and publish the snapshots that changed."""
+        if any(self._loses_a_label(key, state) for key, state in changes.items()):
+            # The users moved off a failed pod travel with the endpoint change that takes its
+            # label away, not a paced push later (meanwhile their requests go where Envoy picks).
+            self.flush_scopes()
         for key, state in changes.items():
             if state is None:
                 self._parts.pop(key, None)
@@ -275,6 +279,13 @@ class SnapshotCache:
                 changed = True
         if changed:
             self.publish()
+
+    def _loses_a_label(self, key: ServiceKey, state: ServiceState | None) -> bool:
+        old = self._parts.get(key)
+        if old is None or state is None:
+            return False
+        labelled = {p.index for p in state.pods if p.keeps_bound_users}
+        return any(p.keeps_bound_users and p.index not in labelled for p in old.state.pods)
 
     def user_changed(self, service: ServiceKey, uid: str) -> None:
         """A user's pod in ``service`` changed (or it left Envoy's routes). Its scope follows at

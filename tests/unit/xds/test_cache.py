@@ -268,3 +268,26 @@ def test_the_scope_version_names_the_users_not_the_order_they_arrived_in() -> No
             table.point(uid, (("games/lobby", pod),))
         versions.append(table.version.rsplit(".", 1)[1])
     assert versions[0] == versions[1]
+
+
+def test_users_moved_off_a_failed_pod_go_out_with_the_endpoint_change() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    cache, sticky = users_cache(lobby)
+    scopes(cache)  # an Envoy connected
+    cache.scopes_changed = lambda: None  # paced: nothing goes out by itself
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    cache.flush_scopes()
+    sticky.move(LOBBY, ["bob"], 0)
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=1"  # staged for the next push
+    cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.DOWN))})
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
+
+
+def test_a_pods_weight_change_leaves_staged_scopes_to_their_push() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    cache, sticky = users_cache(lobby)
+    scopes(cache)
+    cache.scopes_changed = lambda: None
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    cache.update({LOBBY: with_pod(lobby, 1, weight=3)})
+    assert "ubob" not in scopes(cache)
