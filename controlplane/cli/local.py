@@ -100,11 +100,15 @@ async def _run_demo(stack: LocalStack) -> int:
         return 130
     except (RuntimeError, TimeoutError, OSError) as exc:  # a part did not start (see its log)
         raise StatefulRouteError(f"the demo stack did not start: {exc}") from None
+    supervisor = asyncio.create_task(stack.keep_controlplane_up(_say))
     try:
         _say(_ready_banner(stack))
         await stop.wait()
         _say("stopping...")
     finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
         await stack.stop()
     return 0
 
@@ -124,6 +128,7 @@ try it:
   stateful-route status --admin {stack.admin_url}
   stateful-route drain --admin {stack.admin_url} --token {stack.token} <pod>
 
+A control plane that exits is started again (killing it is safe to try);
 Ctrl-C stops every process this command started."""
 
 

@@ -85,6 +85,29 @@ class ManagedProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+_SUPERVISE_EVERY_S = 0.2
+
+
+@dataclass
+class Backoff:
+    """Waits before restarting something that died: doubling from ``first_s`` up to ``max_s``,
+    and from ``first_s`` again once it had stayed up ``reset_after_s``."""
+
+    first_s: float = 0.5
+    max_s: float = 30.0
+    reset_after_s: float = 60.0
+    _delay: float = 0.0
+    _last: float | None = None
+
+    def next(self, now: float) -> float:
+        if self._last is None or now - self._last > self.reset_after_s + self._delay:
+            self._delay = self.first_s
+        else:
+            self._delay = min(self._delay * 2, self.max_s)
+        self._last = now
+        return self._delay
+
+
 @dataclass
 class StackConfig:
     pods: int = 4
@@ -266,6 +289,30 @@ class LocalStack:
         await self._wait_for(
             f"{self.admin_url}/healthz", self.controlplane, "the control plane", status=200
         )
+
+    async def keep_controlplane_up(self, say: Progress) -> None:
+        """Restart the control plane whenever it exits, backing off while it keeps dying; until
+        cancelled (cancel it before ``stop``). Pods are left alone: killing them is how users
+        try failover."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        while True:
+            await asyncio.sleep(_SUPERVISE_EVERY_S)
+            process = self.controlplane
+            if process is None or process.process is None or process.running:
+                continue
+            delay = backoff.next(loop.time())
+            say(
+                f"the control plane exited (code {process.process.returncode}); restarting it "
+                f"in {delay:g} s (log: {process.log_path})"
+            )
+            await asyncio.sleep(delay)
+            try:
+                await self.start_controlplane()
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                say(f"the control plane did not start again: {exc}")
+                continue
+            say("the control plane is back")
 
     async def start_pods(self) -> None:
         self.pods = [self._pod(i) for i in range(self.config.pods)]

@@ -279,6 +279,21 @@ def test_the_compose_loadgen_finds_every_user_on_one_pod(demo: Demo) -> None:
     assert "requests=200 failed=0 moved_users=0" in result.stdout
 
 
+def test_a_killed_control_plane_is_started_again_and_says_so(demo: Demo) -> None:
+    [plane] = [
+        pid
+        for pid in children_of(demo.process.pid)
+        if b"serve" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    ]
+    os.kill(plane, signal.SIGKILL)
+    assert demo.process.stdout is not None
+    said = [demo.process.stdout.readline() for _ in range(2)]
+    assert "the control plane exited (code -9); restarting it in 0.5 s" in said[0]
+    assert "the control plane is back" in said[1]
+    assert demo.api("/healthz")["status"] == "ok"
+    assert demo.ask("alice")["uid"] == "alice"
+
+
 def test_a_second_demo_on_a_taken_proxy_port_refuses_clearly(demo: Demo) -> None:
     result = stateful_route(
         "demo", "--proxy-port", str(demo.proxy_port), "--admin-port", str(free_port())
