@@ -17,12 +17,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from controlplane.callbacks import Moves
 from controlplane.domain import ServiceKey
-from controlplane.manager import StatefulRouteManager
 from controlplane.store.connection import RedisClient
 
 log = logging.getLogger("stateful_route.replicas")
@@ -110,20 +111,32 @@ class LeaderLease:
         self.token = None
 
 
-class ReplicaSync:
-    """Publishes this replica's changes and applies the other replicas' ones."""
+# What a replica does with another's announcement: the manager's ``apply_remote``.
+RemoteChange = Callable[[ServiceKey, Moves | None], None]
 
-    def __init__(
-        self, redis: RedisClient, prefix: str, replica_id: str, manager: StatefulRouteManager
-    ) -> None:
+
+class ReplicaSync:
+    """Publishes this replica's changes and hands the other replicas' ones to ``follow``.
+
+    ``announce_service`` and ``announce_moves`` are the manager's ``ManagerCallbacks`` for
+    the other replicas (``server.py`` wires them).
+    """
+
+    def __init__(self, redis: RedisClient, prefix: str, replica_id: str) -> None:
         self._redis = redis
         self.channel = f"{prefix}:replicas"
         self.replica_id = replica_id
-        self._manager = manager
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
-        manager.add_replica_listener(self._announce)
 
-    def _announce(self, key: ServiceKey, moves: dict[str, int | None] | None) -> None:
+    def announce_service(self, key: ServiceKey) -> None:
+        """Tell the other replicas that the service's settings or pods changed."""
+        self._announce(key, None)
+
+    def announce_moves(self, key: ServiceKey, moves: Moves) -> None:
+        """Tell the other replicas that these users moved (uid -> pod, None when unbound)."""
+        self._announce(key, moves)
+
+    def _announce(self, key: ServiceKey, moves: Moves | None) -> None:
         message = {"from": self.replica_id, "service": str(key), "moves": moves}
         try:
             self._outbox.put_nowait(message)
@@ -141,7 +154,8 @@ class ReplicaSync:
                     log.warning("replica_publish_failed error=%r", exc)
                     await asyncio.sleep(0.5)
 
-    async def listen_forever(self) -> None:
+    async def listen_forever(self, follow: RemoteChange) -> None:
+        """Hand every other replica's announcement to ``follow``, until cancelled."""
         while True:
             try:
                 pubsub = self._redis.pubsub()
@@ -149,14 +163,14 @@ class ReplicaSync:
                 try:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            self.apply(message["data"])
+                            self.apply(message["data"], follow)
                 finally:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             except RedisError as exc:
                 log.warning("replica_listen_failed error=%r", exc)
                 await asyncio.sleep(0.5)
 
-    def apply(self, data: str) -> None:
+    def apply(self, data: str, follow: RemoteChange) -> None:
         """One message from the channel (ours are ignored)."""
         try:
             message = json.loads(data)
@@ -170,4 +184,4 @@ class ReplicaSync:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("replica_message_ignored error=%r", exc)
             return
-        self._manager.apply_remote(key, moves)
+        follow(key, moves)

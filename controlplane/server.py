@@ -11,6 +11,7 @@ from aiohttp import web
 
 from controlplane.admin.app import create_admin_app
 from controlplane.admin.metrics import AdminMetrics
+from controlplane.callbacks import CallbackFuncs
 from controlplane.domain import Service
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
@@ -35,32 +36,36 @@ class Server:
     """Redis client, route manager, health checks, upkeep loops and HTTP listeners."""
 
     def __init__(self, settings: Settings) -> None:
+        """The whole assembly, in dependency order; ``start`` then runs it."""
         self.settings = settings
+        upkeep, listen = settings.upkeep, settings.listen
+        # Redis, and this replica's place among the others.
         self.store = Store.from_settings(settings.redis)
-        self.manager = StatefulRouteManager(
-            self.store,
-            view_ttl_s=settings.upkeep.view_ttl_s,
-            route_window_s=settings.upkeep.route_window_s,
-        )
         self.replica_id = new_replica_id()
         self.lease = LeaderLease(
-            self.store.redis,
-            settings.redis.prefix,
-            self.replica_id,
-            ttl_s=settings.upkeep.leader_lease_s,
+            self.store.redis, settings.redis.prefix, self.replica_id, ttl_s=upkeep.leader_lease_s
         )
-        self.manager.is_leader = self.lease.is_leader
-        self.sync = ReplicaSync(
-            self.store.redis, settings.redis.prefix, self.replica_id, self.manager
-        )
+        self.sync = ReplicaSync(self.store.redis, settings.redis.prefix, self.replica_id)
         self.metrics = AdminMetrics()
+        # The route manager, and who hears of its changes (the xDS server subscribes on start).
+        callbacks = CallbackFuncs(
+            service_changed=self.sync.announce_service,
+            users_moved=self.sync.announce_moves,
+            event_recorded=self.metrics.record_event,
+        )
+        self.manager = StatefulRouteManager(
+            self.store,
+            view_ttl_s=upkeep.view_ttl_s,
+            route_window_s=upkeep.route_window_s,
+            callbacks=callbacks,
+            is_leader=self.lease.is_leader,
+        )
         # One WARNING when the background loops lose Redis, one INFO when it is back.
         self.outage = RedisOutage(self.store.redis.ping)
-        self.health = ActiveHealthChecker(
-            self.manager, is_leader=self.lease.is_leader, outage=self.outage
-        )
+        # Health signals in (the leader alone probes, as the manager's is_leader says).
+        self.health = ActiveHealthChecker(self.manager, outage=self.outage)
+        # xDS and the miss path out.
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
-        listen = settings.listen
         self.xds_listeners = XdsListeners(
             self.xds,
             host=listen.host,
@@ -68,12 +73,17 @@ class Server:
             grpc_port=listen.xds_grpc_port,
             extra_routes=MissPath(self.manager, self.metrics, self.xds).routes(),
         )
+        # The admin API (served from start, after the xDS listeners).
+        self.admin = create_admin_app(
+            self.manager, settings.admin, envoys_view=self.xds.envoys, metrics=self.metrics
+        )
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.admin_port = 0
 
     async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self.sync.listen_forever(), name="replica-listen"))
+        follow = self.sync.listen_forever(self.manager.apply_remote)
+        self._tasks.append(asyncio.create_task(follow, name="replica-listen"))
         self._tasks.append(asyncio.create_task(self.sync.publish_forever(), name="replica-publish"))
         await self.lease.try_acquire()
         self._tasks.append(asyncio.create_task(self.lease.run(), name="leader-lease"))
@@ -82,10 +92,7 @@ class Server:
         listen = self.settings.listen
         # xDS first: Envoy must find the restored routes before anything else changes them.
         await self.xds_listeners.start()
-        admin = create_admin_app(
-            self.manager, self.settings.admin, envoys_view=self.xds.envoys, metrics=self.metrics
-        )
-        self.admin_port = await self._serve(admin, listen.host, listen.admin_port)
+        self.admin_port = await self._serve(self.admin, listen.host, listen.admin_port)
         if self.settings.upkeep.health_checks:
             await self.health.start()
         upkeep = self.settings.upkeep
@@ -167,7 +174,7 @@ class Server:
         """``job`` on the leader only; the other replicas skip their turn."""
 
         async def gated() -> object:
-            return await job() if self.lease.is_leader() else None
+            return await job() if self.manager.is_leader() else None
 
         return gated
 

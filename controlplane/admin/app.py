@@ -24,11 +24,11 @@ def create_admin_app(
 
     ``envoys_view`` lists the Envoys connected to the xDS server (sync or async callable).
     ``metrics`` is shared with the xDS server when given (it counts pushes/ACKs/NACKs there);
-    else the app makes its own. Either way it is ``app[CONTEXT].metrics``. The caller owns the
-    manager: the app neither starts nor closes it.
+    else the app makes its own. Either way it is ``app[CONTEXT].metrics``; it counts failover
+    events when the manager was built with ``metrics.record_event`` among its callbacks (as
+    ``server.py`` does). The caller owns the manager: the app neither starts nor closes it.
     """
     metrics = metrics or AdminMetrics()
-    manager.add_event_listener(metrics.record_event)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[error_middleware(metrics.redis_errors.inc)],

@@ -88,6 +88,13 @@ class LoadReport(BaseModel):
     load_state: int = Field(default=0, ge=0, le=100)  # the seed's 0-100 load figure
     reported_at: float = 0.0
 
+    def with_response_time(self, sample_ms: float, at: float) -> LoadReport:
+        """This report with one response time folded into its average (the first sample
+        is taken as is; then 0.8 of the average and 0.2 of the sample)."""
+        previous = self.response_time_ms
+        average = sample_ms if previous == 0 else 0.8 * previous + 0.2 * sample_ms
+        return self.model_copy(update={"response_time_ms": average, "reported_at": at})
+
 
 class Pod(BaseModel):
     """One replica of a service. Index 0 is a pod like any other."""
@@ -182,6 +189,24 @@ class PodStatus(BaseModel):
     active_requests: int
     active_connections: int
     bound_users: int
+
+    @classmethod
+    def of(cls, pod: Pod, bound_users: int) -> PodStatus:
+        return cls(
+            pod_index=pod.index,
+            address=pod.address,
+            state=pod.state,
+            is_healthy=pod.accepts_new_users,
+            weight=pod.weight,
+            last_change=pod.health.since,
+            reason=pod.health.reason,
+            response_time_ms=pod.load.response_time_ms,
+            error_count=pod.health.failures,
+            load_state=pod.load.load_state,
+            active_requests=pod.load.active_requests,
+            active_connections=pod.load.active_connections,
+            bound_users=bound_users,
+        )
 
 
 class RouteResult(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 
@@ -49,7 +48,6 @@ class ActiveHealthChecker:
         manager: StatefulRouteManager,
         *,
         rescan_s: float = 5.0,
-        is_leader: Callable[[], bool] = lambda: True,
         outage: RedisOutage | None = None,
     ) -> None:
         self._manager = manager
@@ -57,7 +55,7 @@ class ActiveHealthChecker:
         self._outage = outage or RedisOutage(manager.store.redis.ping)
         self._own_outage = outage is None
         # Among replicas, only the leader probes: one verdict per check, not one per replica.
-        self._is_leader = is_leader
+        self._is_leader = manager.is_leader
         self._rescan_s = rescan_s
         self._tasks: dict[ServiceKey, asyncio.Task[None]] = {}
         self._supervisor: asyncio.Task[None] | None = None

@@ -121,9 +121,10 @@ class PodLocator:
         return None
 
 
-async def apply_signal(
+async def deliver_signal(
     manager: StatefulRouteManager, locator: PodLocator, host: HostSignal
 ) -> None:
+    """Hand one of Envoy's host signals to the manager, for the pod it names (if any)."""
     found = await locator.locate(host.cluster, host.address)
     if found is None:
         return
@@ -176,7 +177,7 @@ class EventLogTail:
                 for line in self.read_new_lines():
                     signal = self._parse(line)
                     if signal is not None:
-                        await apply_signal(self._manager, self._locator, signal)
+                        await deliver_signal(self._manager, self._locator, signal)
             except Exception:  # Redis away for a moment: keep following the log
                 log.exception("envoy_log_failed path=%s", self.path)
             await asyncio.sleep(self._poll_s)

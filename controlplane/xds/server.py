@@ -51,7 +51,7 @@ class XdsServer:
 
     async def start(self) -> None:
         # Listen first: a change racing the full build is then fetched again, never lost.
-        self.source.add_listener(self._changed)
+        self.source.subscribe(self._changed)
         # A user's scope changes at once, with no rebuild: O(1) per arrival; pushed paced.
         self.source.sticky.observer = self.cache.user_changed
         self.cache.scopes_changed = self._scopes_changed

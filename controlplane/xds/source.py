@@ -21,7 +21,7 @@ class StateSource(Protocol):
         """One service's current state; None once it is removed."""
         ...
 
-    def add_listener(self, callback: Callable[[ServiceKey], None]) -> None:
+    def subscribe(self, callback: Callable[[ServiceKey], None]) -> None:
         """Call ``callback`` (in the event loop, not awaited) on every change of a service
         (its settings or pods; users are told through ``sticky``)."""
         ...

@@ -12,7 +12,7 @@ from controlplane.domain.sticky import StickyTable
 class MemoryStateSource:
     def __init__(self, states: list[ServiceState] | None = None) -> None:
         self.states = {s.service.key: s for s in states or []}
-        self._listeners: list[Callable[[ServiceKey], None]] = []
+        self._subscribers: list[Callable[[ServiceKey], None]] = []
         self.sticky = StickyTable(window_s=24 * 3600)
 
     def route(self, key: ServiceKey, users: Mapping[str, int]) -> None:
@@ -27,8 +27,8 @@ class MemoryStateSource:
     async def service_state(self, key: ServiceKey) -> ServiceState | None:
         return self.states.get(key)
 
-    def add_listener(self, callback: Callable[[ServiceKey], None]) -> None:
-        self._listeners.append(callback)
+    def subscribe(self, callback: Callable[[ServiceKey], None]) -> None:
+        self._subscribers.append(callback)
 
     def put(self, state: ServiceState) -> None:
         self.states[state.service.key] = state
@@ -45,7 +45,7 @@ class MemoryStateSource:
         self.put(ServiceState(state.service, pods))
 
     def _notify(self, key: ServiceKey) -> None:
-        for callback in self._listeners:
+        for callback in self._subscribers:
             callback(key)
 
 

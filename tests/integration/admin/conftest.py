@@ -11,14 +11,23 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 from controlplane.admin import AdminSettings, create_admin_app
+from controlplane.admin.metrics import AdminMetrics
+from controlplane.callbacks import CallbackFuncs
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
 
 @pytest.fixture
-def manager(store: Store) -> StatefulRouteManager:
-    # No view cache: every request sees what the previous one wrote.
-    return StatefulRouteManager(store, view_ttl_s=0.0)
+def metrics() -> AdminMetrics:
+    return AdminMetrics()
+
+
+@pytest.fixture
+def manager(store: Store, metrics: AdminMetrics) -> StatefulRouteManager:
+    # No view cache: every request sees what the previous one wrote. Failover events are
+    # counted in the app's metrics, as server.py wires them.
+    callbacks = CallbackFuncs(event_recorded=metrics.record_event)
+    return StatefulRouteManager(store, view_ttl_s=0.0, callbacks=callbacks)
 
 
 @pytest.fixture
@@ -27,9 +36,11 @@ def settings() -> AdminSettings:
 
 
 @pytest.fixture
-async def api(manager: StatefulRouteManager, settings: AdminSettings) -> AsyncIterator[Client]:
+async def api(
+    manager: StatefulRouteManager, settings: AdminSettings, metrics: AdminMetrics
+) -> AsyncIterator[Client]:
     """A client that sends the token with every request."""
-    app = create_admin_app(manager, settings)
+    app = create_admin_app(manager, settings, metrics=metrics)
     async with TestClient(TestServer(app), headers=AUTH) as client:
         yield client
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -16,9 +17,24 @@ KEY = ServiceKey(NS, SVC)
 MakeService = Callable[..., Coroutine[Any, Any, StatefulRouteManager]]
 
 
+class Clock:
+    """The manager's clock: ``time.time`` until a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now: float | None = None
+
+    def __call__(self) -> float:
+        return time.time() if self.now is None else self.now
+
+
 @pytest.fixture
-async def manager(store: Store) -> AsyncIterator[StatefulRouteManager]:
-    manager = StatefulRouteManager(store)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def manager(store: Store, clock: Clock) -> AsyncIterator[StatefulRouteManager]:
+    manager = StatefulRouteManager(store, clock=clock)
     yield manager
     await manager.close()
 

@@ -62,8 +62,8 @@ async def test_a_drain_moves_n_users_at_r_per_second_in_n_over_r_seconds(
 async def test_a_drain_asked_of_a_follower_is_moved_by_the_leader_alone_at_the_rate(
     store: Store,
 ) -> None:
-    leader, follower = StatefulRouteManager(store), StatefulRouteManager(store)
-    follower.is_leader = lambda: False
+    leader = StatefulRouteManager(store)
+    follower = StatefulRouteManager(store, is_leader=lambda: False)
 
     async def upkeep() -> None:  # the leader's reconcile, as Server runs it (faster here)
         while True:

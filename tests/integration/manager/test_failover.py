@@ -118,7 +118,7 @@ async def test_a_reconcile_during_a_failover_leaves_every_user_to_its_one_event(
     on_failed = (await manager.get_service_load_status(NS, SVC))[1].bound_users
 
     changes: asyncio.Queue[object] = asyncio.Queue()
-    manager.add_listener(changes.put_nowait)
+    manager.subscribe(changes.put_nowait)
 
     async def reconcile_once_failed() -> int:  # once the pod is marked, before it is emptied
         while (await manager.get_service_load_status(NS, SVC))[1].state is not PodState.DOWN:

@@ -12,7 +12,7 @@ from controlplane.errors import NoHealthyPods, UnknownService
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
-from .conftest import KEY, NS, SVC, MakeService
+from .conftest import KEY, NS, SVC, Clock, MakeService
 
 
 def request(uid: str, strategy: Strategy | None = None) -> RouteRequest:
@@ -107,16 +107,15 @@ async def test_get_best_pod_binds_nobody(make_service: MakeService, store: Store
 
 
 async def test_idle_users_are_forgotten_after_the_service_ttl(
-    make_service: MakeService, store: Store
+    make_service: MakeService, store: Store, clock: Clock
 ) -> None:
     manager = await make_service()
-    now = [1000.0]
-    manager._clock = lambda: now[0]
+    clock.now = 1000.0
     await manager.route_request(request("idle"))
     await manager.route_request(request("busy"))
-    now[0] += 7 * 24 * 3600 - 10
+    clock.now += 7 * 24 * 3600 - 10
     await manager.route_request(request("busy"))  # seen again: stays
-    now[0] += 20
+    clock.now += 20
     assert await manager.expire_idle() == 1
     keys = store.keys(KEY)
     assert {uid async for uid, _ in store.bindings.scan(keys)} == {"busy"}

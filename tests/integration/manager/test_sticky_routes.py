@@ -6,7 +6,7 @@ from controlplane.domain import RouteRequest, Strategy
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
-from .conftest import KEY, NS, SVC, MakeService
+from .conftest import KEY, NS, SVC, Clock, MakeService
 
 
 async def routed(manager: StatefulRouteManager, uid: str) -> int:
@@ -29,7 +29,7 @@ async def test_a_change_of_routes_is_announced_per_user_but_a_repeat_visit_is_no
 ) -> None:
     manager = await make_service()
     rebuilt: list[object] = []
-    manager.add_listener(rebuilt.append)
+    manager.subscribe(rebuilt.append)
     announced: list[object] = []
     manager.sticky.observer = lambda key, uid: announced.append((key, uid))
     await routed(manager, "alice")
@@ -57,16 +57,15 @@ async def test_failover_and_migration_move_routes_and_unbind_removes_them(
 
 
 async def test_users_unseen_for_the_window_leave_the_routes_but_keep_their_binding(
-    make_service: MakeService,
+    make_service: MakeService, clock: Clock
 ) -> None:
     manager = await make_service()
-    now = [1000.0]
-    manager._clock = lambda: now[0]
+    clock.now = 1000.0
     pod = await routed(manager, "alice")
     await routed(manager, "bob")
-    now[0] += 300
+    clock.now += 300
     await routed(manager, "bob")
-    now[0] += 301
+    clock.now += 301
     assert manager.expire_routes() == 1
     assert set(await routes(manager)) == {"bob"}
     assert (await manager.get_binding(NS, SVC, "alice")).pod == pod

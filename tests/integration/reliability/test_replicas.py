@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from controlplane.callbacks import CallbackFuncs
 from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.replicas import LeaderLease, ReplicaSync
@@ -46,9 +47,20 @@ async def test_a_released_lease_is_taken_at_once(store: Store) -> None:
 async def two_replicas(
     store: Store,
 ) -> AsyncIterator[tuple[StatefulRouteManager, StatefulRouteManager]]:
-    managers = [StatefulRouteManager(store), StatefulRouteManager(store)]
-    syncs = [ReplicaSync(store.redis, "sr", f"r{i}", m) for i, m in enumerate(managers)]
-    tasks = [asyncio.create_task(s.listen_forever()) for s in syncs]
+    syncs = [ReplicaSync(store.redis, "sr", f"r{i}") for i in range(2)]
+    managers = [
+        StatefulRouteManager(
+            store,
+            callbacks=CallbackFuncs(
+                service_changed=sync.announce_service, users_moved=sync.announce_moves
+            ),
+        )
+        for sync in syncs
+    ]
+    tasks = [
+        asyncio.create_task(s.listen_forever(m.apply_remote))
+        for s, m in zip(syncs, managers, strict=True)
+    ]
     tasks += [asyncio.create_task(s.publish_forever()) for s in syncs]
     await managers[0].register_service(Service(namespace=KEY.namespace, name=KEY.name))
     for index in range(3):
@@ -90,7 +102,7 @@ async def test_a_pod_change_on_one_replica_rebuilds_the_other(
 ) -> None:
     one, two = two_replicas
     announced: list[object] = []
-    two.add_listener(announced.append)
+    two.subscribe(announced.append)
     await one.drain_pod(*KEY, 1)
     for _ in range(50):
         if announced:
