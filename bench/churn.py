@@ -192,7 +192,7 @@ class Churn:
                     while "u" + uid not in scopes.versions:
                         await pushed.wait()
                         pushed.clear()
-                    revision = cache.scope_revision(GROUP)
+                    revision = cache.users.revision(GROUP)
                     if await clients.scopes_live(GROUP, revision, PROBE_TIMEOUT_S):
                         out.ack_ms.append((time.perf_counter() - at) * 1000)
             except TimeoutError:
@@ -421,7 +421,7 @@ async def quiet_figures(
     """No wrk load: CPU per arrival (arrivals window minus an idle one), then latency."""
     window = setup.quiet_s
     # Envoy may still work through a backlog of arrivals under load: wait until it is done.
-    backlog = churn.stack.xds.cache.scope_revision(GROUP)
+    backlog = churn.stack.xds.cache.users.revision(GROUP)
     if not await churn.stack.xds.clients.scopes_live(GROUP, backlog, 120):
         raise TimeoutError("Envoy did not catch up with the arrivals within 120 s")
     await asyncio.sleep(0.5)
@@ -432,7 +432,7 @@ async def quiet_figures(
     envoy0, ours0, wall0 = cpu_s(pid), time.process_time(), time.perf_counter()
     arrivals = await churn.window(window)
     # Until Envoy ACKed the last arrival: the CPU of a backlog is counted too.
-    revision = churn.stack.xds.cache.scope_revision(GROUP)
+    revision = churn.stack.xds.cache.users.revision(GROUP)
     if not await churn.stack.xds.clients.scopes_live(GROUP, revision, 60):
         raise TimeoutError("Envoy did not acknowledge the arrivals within 60 s")
     busy_envoy, busy_ours = cpu_s(pid) - envoy0, time.process_time() - ours0

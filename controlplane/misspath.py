@@ -68,7 +68,10 @@ class MissPath:
             return web.Response(status=503, text=exc.message)
         except RedisError:
             return web.Response(status=503, text="redis is unreachable and the service unknown")
-        key, live = await self._xds.scope_for(group, ServiceKey(namespace, name), uid, SCOPE_WAIT_S)
+        found = await self._xds.scope_for(group, ServiceKey(namespace, name), uid, SCOPE_WAIT_S)
+        if found is None:  # no Envoy of that group here: none it could select
+            return web.Response(status=503, text=f"no Envoy of node group {group!r} here")
+        key, live = found
         if not live:
             log.warning("scope_not_acknowledged group=%r service=%s/%s", group, namespace, name)
         return web.Response(status=200, headers={SCOPE_KEY_HEADER: key})

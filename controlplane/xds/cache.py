@@ -5,14 +5,13 @@ rendered Cluster and ClusterLoadAssignment together with the inputs they came fr
 again only what an update changed. A snapshot's type keeps its object (and every response body
 cached on it) for as long as its version holds.
 
-Users are not services: each node group's scopes live in a ``ScopeTable`` that a user's
-arrival or move changes in place (O(1)), published at once with no rebuild; only a new
-placement (a set of pods no user named before) adds a RouteConfiguration.
+Users are not services: each node group's scopes live in ``user_scopes``, which a user's
+arrival or move changes in place (O(1)) with no rebuild; only a new placement (a set of pods
+no user named before) adds a RouteConfiguration.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -31,15 +30,8 @@ from controlplane.xds.naming import (
     cluster_name,
 )
 from controlplane.xds.render import Rendered, digest, render, render_with_json
-from controlplane.xds.scopes import (
-    Placement,
-    ScopeTable,
-    encode_scope,
-    placement_key,
-    placement_of,
-    scope_json,
-    user_key,
-)
+from controlplane.xds.scopes import Placement
+from controlplane.xds.user_scopes import ScopeSnapshot, UserScopes, rest_body
 
 
 class InconsistentSnapshot(StatefulRouteError):
@@ -66,7 +58,7 @@ class View:
     def rest_body(self, type_url: str) -> bytes:
         """The REST DiscoveryResponse as JSON."""
         if self._rest is None:
-            self._rest = _rest_body(self.version, type_url, (r.json for r in self.resources))
+            self._rest = rest_body(self.version, type_url, (r.json for r in self.resources))
         return self._rest
 
     def sotw_resources(self, type_url: str) -> bytes:
@@ -74,37 +66,6 @@ class View:
         if self._sotw is None:
             self._sotw = wire.sotw_resources(type_url, (r.proto for r in self.resources))
         return self._sotw
-
-
-class ScopeView:
-    """Every scope named (SotW and REST send them all on each change), encoded once."""
-
-    __slots__ = ("_items", "_rest", "_sotw", "version")
-
-    def __init__(self, table: ScopeTable, names: tuple[str, ...]) -> None:
-        self.version = table.version
-        self._items = list(table.items(names or None))
-        self._rest: bytes | None = None
-        self._sotw: bytes | None = None
-
-    def rest_body(self, type_url: str) -> bytes:
-        if self._rest is None:
-            items = (scope_json(key, route) for key, route in self._items)
-            self._rest = _rest_body(self.version, type_url, items)
-        return self._rest
-
-    def sotw_resources(self, type_url: str) -> bytes:
-        if self._sotw is None:
-            scopes = (encode_scope(key, route) for key, route in self._items)
-            self._sotw = wire.sotw_resources(type_url, scopes)
-        return self._sotw
-
-
-def _rest_body(version: str, type_url: str, items: Iterable[str]) -> bytes:
-    resources = ",".join(items)
-    return (
-        f'{{"version_info":"{version}","type_url":"{type_url}","resources":[{resources}]}}'
-    ).encode()
 
 
 @dataclass(slots=True)
@@ -144,44 +105,6 @@ class TypeSnapshot:
         return View(_joint_version(names, self.resources), chosen)
 
 
-class ScopeSnapshot:
-    """A group's scopes as a snapshot type: always the table's current state (a user's arrival
-    changes it in place, so no snapshot is rebuilt per user)."""
-
-    type_url = res.SCOPED
-
-    def __init__(self, table: ScopeTable) -> None:
-        self.table = table
-        self._views: dict[tuple[str, ...], ScopeView] = {}
-
-    @property
-    def version(self) -> str:
-        return self.table.version
-
-    @property
-    def revision(self) -> int:
-        return self.table.revision
-
-    @property
-    def versions(self) -> Mapping[str, str]:
-        # A scope's content is its key and the RouteConfiguration it names.
-        return self.table.routes
-
-    def changed_since(self, revision: int) -> set[str] | None:
-        return self.table.changed_since(revision)
-
-    def proto(self, name: str) -> bytes:
-        return self.table.proto(name)
-
-    def view(self, names: tuple[str, ...]) -> ScopeView:
-        found = self._views.get(names)
-        if found is None or found.version != self.table.version:
-            if len(self._views) > 64:
-                self._views.clear()
-            found = self._views[names] = ScopeView(self.table, names)
-        return found
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     key: SnapshotKey
@@ -201,16 +124,6 @@ class _Parts:
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class _Group:
-    """A node group's users: its scope table and what it was built for."""
-
-    services: tuple[tuple[ServiceKey, str], ...]  # (service, uid header), sorted
-    table: ScopeTable
-    scopes: ScopeSnapshot
-    by_header: dict[str, list[ServiceKey]]
-
-
 class SnapshotCache:
     """Snapshots per (node group, source kind), rebuilt incrementally as services change."""
 
@@ -220,8 +133,7 @@ class SnapshotCache:
         user_routes: Callable[[ServiceKey], Mapping[str, int]] = lambda _: {},
     ) -> None:
         self.settings = settings
-        # uid -> pod of the users Envoy carries, per service (domain.sticky.StickyTable).
-        self._user_routes = user_routes
+        self.users = UserScopes(user_routes)
         self._rest = res.RestSource(
             settings.rest_xds_cluster,
             settings.rest_refresh_delay_s,
@@ -234,16 +146,12 @@ class SnapshotCache:
         ] = {}
         self._miss_path: Rendered | None = None
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
-        self._groups: dict[str, _Group] = {}
         self._route_configs: dict[Placement, tuple[tuple[Service, ...], Rendered]] = {}
         self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
         self._watchers: set[Callable[[], None]] = set()
-        # Users whose scopes changed since the last flush; ``scopes_changed`` is called on each
-        # and flushes them (the xDS server paces it: each push costs every Envoy a copy of its
-        # scope index; alone, the cache flushes at once).
-        self._staged: set[tuple[ServiceKey, str]] = set()
+        # Called on each staged user: flushes them (the xDS server paces it: each push costs
+        # every Envoy a copy of its scope index; alone, the cache flushes at once).
         self.scopes_changed: Callable[[], None] = self.flush_scopes
-        self._epoch = secrets.token_hex(4)
         self.closed = False
         self.generation = 0
         # Where Envoy reaches the miss path (the control plane's HTTP listener); set before the
@@ -291,66 +199,36 @@ class SnapshotCache:
         """A user's pod in ``service`` changed (or it left Envoy's routes). Its scope follows at
         the next ``flush_scopes``, which ``scopes_changed`` schedules: Envoys see users' scope
         changes only in those batches, whatever wakes their streams in between."""
-        self._staged.add((service, uid))
+        self.users.stage(service, uid)
         self.scopes_changed()
 
     def flush_scopes(self) -> None:
         """Re-point the staged users' scopes in every group that serves them; publish."""
-        staged, self._staged = self._staged, set()
-        changed = False
-        for name, group in self._groups.items():
-            headers = dict(group.services)
-            placements = group.table.placements_changed
-            for service, uid in staged:
-                header = headers.get(service)
-                if header is not None:
-                    changed = self._place(group, header, uid) or changed
-            if group.table.placements_changed != placements:
-                self._refresh_routes(name)
+        changed, regrouped = self.users.flush()
+        for name in regrouped:
+            self._refresh_routes(name)
         if changed:
             self.publish()
 
-    def scope_revision(self, group: str) -> int:
-        """The group's scope table revision now."""
-        found = self._groups.get(group)
-        return found.table.revision if found else 0
-
-    def placement_scope(self, group: str, service: ServiceKey, uid: str) -> tuple[str, int]:
-        """The key of the scope that routes ``uid`` in ``service`` as it is placed now, and the
-        revision of the group's scopes an Envoy must hold to have it.
+    def placement_scope(self, group: str, service: ServiceKey, uid: str) -> tuple[str, int] | None:
+        """The key of a scope that routes ``uid`` in ``service`` as it is placed now, and the
+        revision of the group's scopes an Envoy must hold to have it; None if no Envoy of the
+        group asked for anything yet.
 
         That is the scope of the user's placement, there since its first user came: a new
-        user's first request needs no push of its own scope. Without one (the group has no
-        Envoy yet, or the user no placement), the user's own key and the current revision.
+        user's first request needs no push of its own scope.
         """
-        found = self._groups.get(group)
-        header = dict(found.services).get(service) if found else None
-        if found is None or header is None:
-            headers = self.uid_headers(group)
-            header = next((h for k, h in self._service_headers() if k == service), "")
-            return user_key(headers, header, uid), found.table.revision if found else 0
-        placement = self._placement(found, header, uid)
-        if not placement:
-            return user_key(found.table.uid_headers, header, uid), found.table.revision
-        if placement not in found.table.placements():
+        found = self.users.placement_of(group, service, uid)
+        if found is None:
+            return None
+        placement, own_key = found
+        if not placement:  # not in the sticky table (any more): its own key, however it is
+            return own_key, self.users.revision(group)
+        scope = self.users.placement_scope(group, placement)
+        if scope is None:
             self.flush_scopes()  # a placement's first user: its scope goes out now
-        return placement_key(placement), found.table.placed_at(placement)
-
-    def _service_headers(self) -> Iterable[tuple[ServiceKey, str]]:
-        return ((k, p.state.service.settings.uid_header) for k, p in self._parts.items())
-
-    def uid_headers(self, group: str) -> tuple[str, ...]:
-        """The uid headers a group's scope keys are built from (sorted)."""
-        found = self._groups.get(group)
-        if found is not None:
-            return found.table.uid_headers
-        settings = self.settings.group(group)
-        headers = {
-            p.state.service.settings.uid_header
-            for k, p in self._parts.items()
-            if _in_group(k, settings)
-        }
-        return tuple(sorted(headers))
+            scope = self.users.placement_scope(group, placement)
+        return scope
 
     # -- reading it --------------------------------------------------------------------------
 
@@ -371,48 +249,11 @@ class SnapshotCache:
         self.closed = True
         self.publish()
 
-    def scope_count(self) -> int:
-        """The most scopes any group holds (what one push costs an Envoy grows with it)."""
-        return max((len(g.table.routes) for g in self._groups.values()), default=0)
-
     def publish(self) -> None:
         """Wake every watcher: the snapshots (or a group's scopes) changed."""
         self.generation += 1
         for callback in list(self._watchers):
             callback()
-
-    # -- users -------------------------------------------------------------------------------
-
-    def _group(self, name: str, services: list[Service]) -> _Group:
-        """The group's scope table, built again from every user when its services or their uid
-        headers changed (a user's key depends on them)."""
-        shape = tuple(sorted((s.key, s.settings.uid_header) for s in services))
-        group = self._groups.get(name)
-        if group is not None and group.services == shape:
-            return group
-        headers = sorted({h for _, h in shape})
-        by_header: dict[str, list[ServiceKey]] = {}
-        for key, header in shape:
-            by_header.setdefault(header, []).append(key)
-        table = ScopeTable(headers, self._epoch)
-        group = self._groups[name] = _Group(shape, table, ScopeSnapshot(table), by_header)
-        for key, header in shape:
-            for uid in self._user_routes(key):
-                self._place(group, header, uid)
-        return group
-
-    def _place(self, group: _Group, header: str, uid: str) -> bool:
-        key = user_key(group.table.uid_headers, header, uid)
-        return group.table.point(key, self._placement(group, header, uid))
-
-    def _placement(self, group: _Group, header: str, uid: str) -> Placement:
-        """Where the user is bound in the group's services that key it by ``header``."""
-        pods = {}
-        for service in group.by_header[header]:
-            index = self._user_routes(service).get(uid)
-            if index is not None:
-                pods[cluster_name(service)] = index
-        return placement_of(pods)
 
     def _refresh_routes(self, group: str) -> None:
         """New placements in a group: its snapshots get their RouteConfigurations."""
@@ -445,9 +286,9 @@ class SnapshotCache:
                 clusters[name] = self._cluster(parts, key.kind, source)
                 endpoints[name] = self._endpoints(parts)
         services = [p.state.service for k, p in self._parts.items() if _in_group(k, group)]
-        scopes = self._group(key.group, services)
+        users = self.users.group(key.group, services)
         clusters[MISS_PATH_CLUSTER] = self._miss_path_cluster()
-        listener = self._listener(key.group, group, key.kind, source, scopes.table.uid_headers)
+        listener = self._listener(key.group, group, key.kind, source, users.table.uid_headers)
         fresh = {
             res.CLUSTER: dict(sorted(clusters.items())),
             res.ENDPOINT: dict(sorted(endpoints.items())),
@@ -462,7 +303,7 @@ class SnapshotCache:
                 types[type_url] = previous
             else:
                 types[type_url] = TypeSnapshot(type_url, version, items)
-        types[res.SCOPED] = scopes.scopes
+        types[res.SCOPED] = users.snapshot
         types[res.ROUTE] = self._routes(key.group, old.types[res.ROUTE] if old else None)
         if old is not None and all(types[t] is old.types[t] for t in types):
             return old
@@ -478,7 +319,7 @@ class SnapshotCache:
             if _in_group(k, self.settings.group(group))
         }
         items = {BALANCED_ROUTE_NAME: self._balanced_route(group, services)}
-        for placement in self._groups[group].table.placements():
+        for placement in self.users.placements(group):
             rendered = self._placement_route(placement, services)
             items[rendered.name] = rendered
         version = _joint_version(tuple(sorted(items)), items)

@@ -20,7 +20,7 @@ from grpclib.exceptions import GRPCError
 
 from controlplane.xds import resources as res
 from controlplane.xds import wire
-from controlplane.xds.cache import ScopeSnapshot, SnapshotCache, SnapshotKey, TypeSnapshot
+from controlplane.xds.cache import SnapshotCache, SnapshotKey, TypeSnapshot
 from controlplane.xds.clients import ConnectedEnvoy, ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.protocol import (
@@ -31,6 +31,7 @@ from controlplane.xds.protocol import (
     SotwSubscription,
     node_group,
 )
+from controlplane.xds.user_scopes import ScopeSnapshot
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
 _KNOWN_TYPES = frozenset(res.PUSH_ORDER)

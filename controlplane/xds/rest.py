@@ -19,10 +19,11 @@ from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from controlplane.xds import resources as res
-from controlplane.xds.cache import ScopeView, SnapshotCache, SnapshotKey, View
+from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
+from controlplane.xds.user_scopes import ScopeView
 
 # Bodies up to this size go through the parse cache: Envoy's (~80 KB, one per subscription).
 # Larger ones are parsed each time, so a client cannot pin cache-size x 4 MB of memory.

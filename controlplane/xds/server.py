@@ -76,10 +76,14 @@ class XdsServer:
 
     async def scope_for(
         self, group: str, service: ServiceKey, uid: str, timeout_s: float
-    ) -> tuple[str, bool]:
+    ) -> tuple[str, bool] | None:
         """The key of a scope that routes ``uid`` to its pod (its placement's), once every
-        Envoy of the group holds it; and whether they all did within ``timeout_s``."""
-        key, revision = self.cache.placement_scope(group, service, uid)
+        Envoy of the group holds it, and whether they all did within ``timeout_s``; None if no
+        Envoy of the group ever asked this control plane for anything."""
+        found = self.cache.placement_scope(group, service, uid)
+        if found is None:
+            return None
+        key, revision = found
         return key, await self.clients.scopes_live(group, revision, timeout_s)
 
     def envoys(self) -> list[EnvoyView]:
@@ -96,7 +100,7 @@ class XdsServer:
         settings = self.settings
         interval = max(
             settings.scope_push_min_interval_s,
-            self.cache.scope_count() * _ENVOY_SECONDS_PER_SCOPE / settings.scope_push_cpu_share,
+            self.cache.users.most() * _ENVOY_SECONDS_PER_SCOPE / settings.scope_push_cpu_share,
         )
         delay = self._last_scope_push + interval - loop.time()
         if delay <= 0:

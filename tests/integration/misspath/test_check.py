@@ -25,7 +25,6 @@ from controlplane.xds.naming import (
 )
 from controlplane.xds.protocol import Reply, Verdict
 from controlplane.xds.resources import SCOPED, SourceKind
-from controlplane.xds.scopes import user_key
 from controlplane.xds.server import XdsServer
 
 Client = TestClient[web.Request, web.Application]
@@ -65,25 +64,25 @@ async def client(manager: StatefulRouteManager, xds: XdsServer) -> AsyncIterator
         yield client
 
 
-async def test_a_new_user_is_bound_and_told_its_scope_key(
-    client: Client, manager: StatefulRouteManager
-) -> None:
-    first = await client.post(MISS_PATH, headers=asking("alice"))
-    again = await client.post(MISS_PATH, headers=asking("alice"))
-    assert first.status == again.status == 200
-    key = user_key(("x-player",), "x-player", "alice")
-    assert first.headers[SCOPE_KEY_HEADER] == again.headers[SCOPE_KEY_HEADER] == key
-    binding = await manager.get_binding("games", "lobby", "alice")
-    assert manager.sticky.routes(ServiceKey("games", "lobby"))["alice"] == binding.pod
-
-
-async def test_with_an_envoy_the_answer_is_the_scope_of_the_users_pod(
+async def test_a_new_user_is_bound_and_told_the_scope_of_its_pod(
     client: Client, xds: XdsServer, manager: StatefulRouteManager
 ) -> None:
     xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))  # what a connecting Envoy asks
-    answer = await client.post(MISS_PATH, headers=asking("carol"))
-    pod = (await manager.get_binding("games", "lobby", "carol")).pod
-    assert answer.headers[SCOPE_KEY_HEADER] == f"=stateful-route:games/lobby={pod}"
+    first = await client.post(MISS_PATH, headers=asking("alice"))
+    again = await client.post(MISS_PATH, headers=asking("alice"))
+    assert first.status == again.status == 200
+    pod = (await manager.get_binding("games", "lobby", "alice")).pod
+    key = f"=stateful-route:games/lobby={pod}"  # the placement's scope, not alice's own
+    assert first.headers[SCOPE_KEY_HEADER] == again.headers[SCOPE_KEY_HEADER] == key
+    assert manager.sticky.routes(ServiceKey("games", "lobby"))["alice"] == pod
+
+
+async def test_a_group_with_no_envoy_here_gets_no_scope_but_the_user_is_bound(
+    client: Client, manager: StatefulRouteManager
+) -> None:
+    answer = await client.post(MISS_PATH, headers=asking("dave"))
+    assert answer.status == 503  # the Lua filter then lets Envoy balance the request
+    assert (await manager.get_binding("games", "lobby", "dave")).pod in range(3)
 
 
 async def test_the_answer_waits_until_the_groups_envoys_hold_the_scope(
@@ -95,7 +94,7 @@ async def test_the_answer_waits_until_the_groups_envoys_hold_the_scope(
     answer = asyncio.ensure_future(client.post(MISS_PATH, headers=asking("bob")))
     await asyncio.sleep(0.1)
     assert not answer.done()
-    revision = xds.cache.scope_revision("default")
+    revision = xds.cache.users.revision("default")
     assert revision > 0
     xds.clients.record(envoy, SCOPED, Reply(Verdict.ACK, f"e.{revision}.0"))
     assert (await asyncio.wait_for(answer, 1)).status == 200

@@ -26,8 +26,10 @@ from controlplane.misspath import MissPath
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.runtime.stack import UID_HEADER, LocalStack, StackConfig
 from controlplane.store import Store
-from controlplane.xds.naming import MISS_PATH, SCOPE_KEY_HEADER, SERVICE_HEADER
+from controlplane.xds.cache import SnapshotKey
+from controlplane.xds.naming import GROUP_HEADER, MISS_PATH, SCOPE_KEY_HEADER, SERVICE_HEADER
 from controlplane.xds.naming import UID_HEADER as MISS_PATH_UID_HEADER
+from controlplane.xds.resources import SourceKind
 from controlplane.xds.scopes import user_key
 from controlplane.xds.server import XdsServer
 from tests.integration.security.conftest import NAMESPACE, SERVICE, seed
@@ -60,14 +62,24 @@ def needles(value: str) -> list[bytes]:
 
 
 @pytest.fixture
-async def miss_path(store: Store) -> MissPath:
+async def miss_path(store: Store) -> AsyncIterator[MissPath]:
     manager = StatefulRouteManager(store, view_ttl_s=0.0)
     await seed(manager)
-    return MissPath(manager, AdminMetrics(), XdsServer(manager))
+    xds = XdsServer(manager)
+    await xds.start()
+    xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))  # an Envoy of the group asked
+    yield MissPath(manager, AdminMetrics(), xds)
+    await xds.stop()
 
 
 async def check(miss_path: MissPath, uid: str) -> aiohttp.web.Response:
-    headers = CIMultiDict({SERVICE_HEADER: f"{NAMESPACE}/{SERVICE}", MISS_PATH_UID_HEADER: uid})
+    headers = CIMultiDict(
+        {
+            SERVICE_HEADER: f"{NAMESPACE}/{SERVICE}",
+            MISS_PATH_UID_HEADER: uid,
+            GROUP_HEADER: "default",
+        }
+    )
     request = make_mocked_request("POST", MISS_PATH, headers=headers)
     return await miss_path.place(request)
 
