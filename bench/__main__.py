@@ -63,7 +63,7 @@ def plan(quick: bool) -> Plan:
         "miss_path": lambda: miss_path.run(2000, 64, first=5000, bound=100_000),
         "xds_convergence": lambda: xds_convergence.run(200, 10, 50),
         "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 5.0, 16),
-        "failover": lambda: failover.run(400),
+        "failover": lambda: failover.run(10_000),
         "scale": lambda: scale.run(100_000, 1000),
         "redis": lambda: route_manager.scenario(30_000, 256),
         "binding_memory": lambda: binding_memory.scenario(100_000),

@@ -3,10 +3,13 @@
 A whole local stack (Redis, the control plane as a subprocess, 4 demo pods, Envoy over REST).
 Users are bound through Envoy; the users of one pod then send requests without pause while
 that pod is killed. Measured from the kill: the last request that failed (Envoy's retries to
-another pod should hide the death), and the moment the control plane's binding table holds no
-user on the dead pod. Baseline in the same run: the same stack with the control plane reading
-no Envoy signal (outlier-event log, stats), so that only its active health checks (every 1 s,
-3 failures) find the dead pod, as a control plane without Envoy's signals would.
+another pod should hide the death), the moment the control plane's binding table holds no user
+on the dead pod, and the moment Envoy's scope of every moved user names another pod (its
+scoped-routes config dump); and how many moved users were served by more than one pod after
+the kill (a request Envoy's own balancer placed before the user's scope moved). Baseline in
+the same run: the same stack with the control plane reading no Envoy signal (outlier-event
+log, stats), so that only its active health checks (every 1 s, 3 failures) find the dead pod,
+as a control plane without Envoy's signals would.
 
     python -m bench.failover [--users 200]
 """
@@ -75,6 +78,7 @@ async def _kill_one_pod(
     failed = placed[uids[0]]
     victims = [uid for uid, pod in placed.items() if pod == failed]
     failures: list[float] = []
+    served_after: dict[str, set[int]] = {}
     requests = 0
     stop_at = time.perf_counter() + 60  # bounded even if the kill below never happens
 
@@ -82,10 +86,13 @@ async def _kill_one_pod(
         nonlocal requests
         i = worker
         while time.perf_counter() < stop_at and requests < 200_000:
-            pod = await ask(victims[i % len(victims)])
+            uid = victims[i % len(victims)]
+            pod = await ask(uid)
             requests += 1
             if pod is None:
                 failures.append(time.perf_counter())
+            elif pod != failed:
+                served_after.setdefault(uid, set()).add(pod)
             i += WORKERS
 
     workers = [asyncio.create_task(load(w)) for w in range(WORKERS)]
@@ -97,12 +104,28 @@ async def _kill_one_pod(
     async def rebound() -> bool:
         return (await pods())[failed]["bound_users"] == 0
 
-    rebound_s = await until(rebound, timeout_s=15, every_s=0.02)
+    dead_routes = f"stateful-route:{NAMESPACE}/{SERVICE}={failed}"
+
+    async def repointed() -> bool:
+        assert stack.envoy is not None
+        dump = await stack.envoy.config_dump("dynamic_scoped_route_configs")
+        scopes = {
+            s["name"]: s["route_configuration_name"]
+            for group in dump["configs"]
+            for s in group["scoped_route_configs"]
+        }
+        return all(scopes.get(f"u{uid}", dead_routes) != dead_routes for uid in victims)
+
+    rebound_s, repointed_s = await asyncio.gather(
+        until(rebound, timeout_s=15, every_s=0.02), until(repointed, timeout_s=15, every_s=0.05)
+    )
     await asyncio.gather(*workers)
     last_failure = max(failures, default=killed_at) - killed_at
     return {
         "last_failure_s": last_failure,
         "rebound_s": rebound_s,
+        "repointed_s": repointed_s,
+        "served_by_two": sum(len(pods) > 1 for pods in served_after.values()),
         "failed_requests": len(failures),
         "requests": requests,
         "moved_users": len(victims),
@@ -144,6 +167,27 @@ async def run(users: int) -> Scenario:
             higher_is_better=False,
             target=TARGET_REBOUND_S,
             note=f"{ours['moved_users']:.0f} users moved",
+        )
+    )
+    scenario.add(
+        Figure(
+            "kill -> every moved user's scope names another pod in Envoy",
+            ours["repointed_s"],
+            "s",
+            what,
+            baseline["repointed_s"],
+            higher_is_better=False,
+        )
+    )
+    scenario.add(
+        Figure(
+            "moved users served by more than one pod after the kill",
+            ours["served_by_two"],
+            "users",
+            what,
+            baseline["served_by_two"],
+            higher_is_better=False,
+            note="a request Envoy's own balancer placed before the user's scope moved",
         )
     )
     return scenario
