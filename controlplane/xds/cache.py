@@ -200,7 +200,19 @@ class SnapshotCache:
         the next ``flush_scopes``, which ``scopes_changed`` schedules: Envoys see users' scope
         changes only in those batches, whatever wakes their streams in between."""
         self.users.stage(service, uid)
-        self.scopes_changed()
+        if self.users.leaving(service, uid, self._labelled):
+            # Off a pod that lost its label: Envoy's balancer picks for the user until its
+            # scope moves, so that goes now, not at the next paced push.
+            self.flush_scopes()
+        else:
+            self.scopes_changed()
+
+    def _labelled(self, cluster: str, index: int) -> bool:
+        """Whether the pod's endpoint carries its subset label in the snapshots now."""
+        namespace, _, name = cluster.partition("/")
+        parts = self._parts.get(ServiceKey(namespace, name))
+        pods = parts.state.pods if parts else ()
+        return any(p.index == index and p.keeps_bound_users for p in pods)
 
     def flush_scopes(self) -> None:
         """Re-point the staged users' scopes in every group that serves them; publish."""

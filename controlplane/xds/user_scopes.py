@@ -121,6 +121,18 @@ class UserScopes:
         """The user's pod in ``service`` changed, or it left Envoy's routes."""
         self._staged.add((service, uid))
 
+    def leaving(self, service: ServiceKey, uid: str, labelled: Callable[[str, int], bool]) -> bool:
+        """Whether the user's scope, in some group, still names a pod that is not ``labelled``
+        (one that failed: its users' requests go where Envoy's balancer picks)."""
+        for group in self._groups.values():
+            header = dict(group.services).get(service)
+            if header is None:
+                continue
+            placement = group.table.placement(user_key(group.table.uid_headers, header, uid))
+            if placement and not all(labelled(cluster, pod) for cluster, pod in placement):
+                return True
+        return False
+
     def flush(self) -> tuple[bool, set[str]]:
         """Re-point the staged users' scopes in every group that serves them: whether any scope
         changed, and the groups whose set of placements changed (they need routes)."""

@@ -291,3 +291,15 @@ def test_a_pods_weight_change_leaves_staged_scopes_to_their_push() -> None:
     sticky.put(LOBBY, "bob", 1, seen=0)
     cache.update({LOBBY: with_pod(lobby, 1, weight=3)})
     assert "ubob" not in scopes(cache)
+
+
+def test_a_user_moved_off_a_pod_that_already_lost_its_label_goes_out_at_once() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    cache, sticky = users_cache(lobby)
+    scopes(cache)
+    cache.scopes_changed = lambda: None  # paced: nothing goes out by itself
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    cache.flush_scopes()
+    cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.DOWN))})
+    sticky.move(LOBBY, ["bob"], 0)  # the failover's move comes after the endpoint change
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
