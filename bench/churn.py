@@ -217,6 +217,7 @@ class Setup:
     rounds: int
     seconds: float
     quiet_s: float
+    push_cpu_share: float | None = None  # None: the control plane's default
 
 
 async def load(
@@ -244,7 +245,8 @@ async def one_size(
     base = service_state("bench", "game", setup.pod_ports, domains=["*"])
     key = base.service.key
     source = MemoryStateSource([base])
-    settings = XdsSettings(default_group=NodeGroupSettings(listener_port=proxy_port))
+    pacing = {} if setup.push_cpu_share is None else {"scope_push_cpu_share": setup.push_cpu_share}
+    settings = XdsSettings(default_group=NodeGroupSettings(listener_port=proxy_port), **pacing)
     stack = await xds_stack(source, settings, miss_status=400)
     ours = envoy(load_bootstrap(ENVOY_DIR / "delta.yaml", xds_port=stack.grpc_port))
     url = f"http://127.0.0.1:{proxy_port}/"
@@ -474,13 +476,15 @@ async def run(
     connections: int = 32,
     quiet_s: float = 5.0,
     throughput: bool = True,
+    push_cpu_share: float | None = None,
 ) -> Scenario:
     scenario = Scenario(
         "churn",
         "Churn: users arriving while bound users run through Envoy vs plain Envoy round robin",
         f"python -m bench.churn --users {','.join(map(str, users))} --rate {rate:g} "
         f"--seconds {seconds:g} --rounds {rounds} --quiet {quiet_s:g}"
-        + ("" if throughput else " --no-throughput"),
+        + ("" if throughput else " --no-throughput")
+        + ("" if push_cpu_share is None else f" --push-cpu-share {push_cpu_share:g}"),
         params={
             "pods": PODS,
             "rate_per_s": rate,
@@ -491,9 +495,12 @@ async def run(
             "quiet_window_s": quiet_s,
             "proxy_workers": 1,
             "transport": "delta ADS",
+            "scope_push_cpu_share": push_cpu_share or XdsSettings().scope_push_cpu_share,
         },
     )
-    setup = Setup(free_ports(PODS), free_port(), connections, rounds, seconds, quiet_s)
+    setup = Setup(
+        free_ports(PODS), free_port(), connections, rounds, seconds, quiet_s, push_cpu_share
+    )
     pods = envoy(pods_bootstrap(setup.pod_ports))
     plain = envoy(round_robin_bootstrap(setup.plain_port, setup.pod_ports))
     try:
@@ -519,6 +526,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--quiet", type=float, default=5.0, help="each no-load window, s")
     parser.add_argument("--no-throughput", action="store_true", help="load, memory, CPU only")
+    parser.add_argument(
+        "--push-cpu-share", type=float, help="xds.scope_push_cpu_share (default: the setting's)"
+    )
     args = parser.parse_args()
     users = [int(u) for u in args.users.split(",")]
     asyncio.run(
@@ -530,6 +540,7 @@ def main() -> None:
             args.connections,
             args.quiet,
             not args.no_throughput,
+            args.push_cpu_share,
         )
     )
 

@@ -1,6 +1,7 @@
 """Failover: kill -9 of a pod under load -> last failed request, and -> its users re-bound.
 
-A whole local stack (Redis, the control plane as a subprocess, 4 demo pods, Envoy over REST).
+A whole local stack (Redis, the control plane as a subprocess, 4 demo pods, Envoy over delta
+ADS: the transport for thousands of users).
 Users are bound through Envoy; the users of one pod then send requests without pause while
 that pod is killed. Measured from the kill: the last request that failed (Envoy's retries to
 another pod should hide the death), the moment the control plane's binding table holds no user
@@ -66,7 +67,16 @@ async def _kill_one_pod(
             return {p["pod_index"]: p for p in await response.json()}
 
     uids = [f"fo-{i:05d}" for i in range(users)]
-    placed = dict(zip(uids, await asyncio.gather(*(ask(u) for u in uids)), strict=True))
+    limit = asyncio.Semaphore(64)
+
+    async def first_request(uid: str) -> int | None:
+        async with limit:
+            return await ask(uid)
+
+    answers = await asyncio.gather(*(first_request(u) for u in uids))
+    if None in answers:
+        raise RuntimeError(f"{answers.count(None)} of {users} users' first requests failed")
+    placed = dict(zip(uids, answers, strict=True))
 
     async def routed() -> bool:
         # Every user has its own scope in Envoy, keyed "u" + uid (xds/scopes.py).
@@ -74,7 +84,7 @@ async def _kill_one_pod(
         dump = await stack.envoy.get("/config_dump?resource=dynamic_scoped_route_configs")
         return all(f'"u{uid}"' in dump for uid in uids)
 
-    await until(routed, timeout_s=10, every_s=0.1)
+    await until(routed, timeout_s=60, every_s=0.5)
     failed = placed[uids[0]]
     victims = [uid for uid, pod in placed.items() if pod == failed]
     failures: list[float] = []
@@ -139,10 +149,10 @@ async def run(users: int) -> Scenario:
         f"python -m bench.failover --users {users}",
         params={"users": users, "pods": 4, "load_workers": WORKERS, "after_kill_s": AFTER_KILL_S},
     )
-    ours = await measure(StackConfig(pods=4), users)
+    ours = await measure(StackConfig(pods=4, transport="delta"), users)
     # No Envoy signal read: only the control plane's own health checks find the dead pod.
     blind = {"signals": {"outlier_event_log": None, "envoy_admin_urls": []}}
-    baseline = await measure(StackConfig(pods=4, extra_settings=blind), users)
+    baseline = await measure(StackConfig(pods=4, transport="delta", extra_settings=blind), users)
     what = "active health checks only (1 s x 3)"
     scenario.add(
         Figure(
