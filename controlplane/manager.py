@@ -135,8 +135,11 @@ class StatefulRouteManager:
 
     async def report_load(self, namespace: str, service: str, index: int, load: LoadReport) -> None:
         cached = await self._services.named(namespace, service)
-        cached.pod(index)
-        load = load.model_copy(update={"reported_at": load.reported_at or self._clock()})
+        pod = cached.pod(index)
+        update: dict[str, object] = {"reported_at": load.reported_at or self._clock()}
+        if load.requests_total is None:  # one reporter counts requests (Envoy), another not
+            update["requests_total"] = pod.load.requests_total
+        load = load.model_copy(update=update)
         await self.store.registry.put_load(cached.keys, index, load)
         cached.pods[index] = cached.pods[index].model_copy(update={"load": load})
 

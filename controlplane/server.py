@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from controlplane.admin.app import create_admin_app
+from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
 from controlplane.domain import Service
@@ -43,9 +44,9 @@ class Server:
         self.store = Store.from_settings(settings.redis)
         self.replica_id = new_replica_id()
         self.lease = LeaderLease(
-            self.store.redis, settings.redis.prefix, self.replica_id, ttl_s=upkeep.leader_lease_s
+            self.store.redis, self.store.keyspace, self.replica_id, ttl_s=upkeep.leader_lease_s
         )
-        self.sync = ReplicaSync(self.store.redis, settings.redis.prefix, self.replica_id)
+        self.sync = ReplicaSync(self.store.redis, self.store.keyspace, self.replica_id)
         self.metrics = AdminMetrics()
         # The route manager, and who hears of its changes (the xDS server subscribes on start).
         callbacks = CallbackFuncs(
@@ -75,7 +76,10 @@ class Server:
         )
         # The admin API (served from start, after the xDS listeners).
         self.admin = create_admin_app(
-            self.manager, settings.admin, envoys_view=self.xds.envoys, metrics=self.metrics
+            self.manager,
+            settings.admin,
+            envoys_view=lambda: envoy_statuses(self.xds.envoys(), self.xds.cache),
+            metrics=self.metrics,
         )
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -17,6 +17,7 @@ from controlplane.admin import handlers as h
 from controlplane.admin.auth import Access, guard
 from controlplane.admin.config import AdminSettings
 from controlplane.admin.dashboard import dashboard
+from controlplane.admin.envoy_status import EnvoyStatus
 from controlplane.admin.models import (
     MAX_POD_INDEX,
     BindingView,
@@ -215,8 +216,11 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/api/v1/envoys", h.envoys, "Envoys connected to the xDS server", "envoys",
-        Access.READ, (JSON, {"type": "array", "items": {"type": "object"}}),
-        description="Whatever the xDS server reports for each Envoy; [] when none is wired in.",
+        Access.READ, EnvoyStatus, many=True,
+        description="What each Envoy ACKed and last NACKed per resource type, and whether the "
+        "ACKed version is the one served now (`current_version`, `up_to_date`; null where "
+        "it cannot be compared, as for a delta stream's types other than the users' scopes). "
+        "[] when no xDS server is wired in.",
     ),
 )  # fmt: skip
 

@@ -86,6 +86,9 @@ class LoadReport(BaseModel):
     active_connections: int = Field(default=0, ge=0)
     response_time_ms: float = Field(default=0.0, ge=0)  # EWMA
     load_state: int = Field(default=0, ge=0, le=100)  # the seed's 0-100 load figure
+    # Requests the pod has served, a counter (the dashboard charts its rate); None: this
+    # reporter does not count them, and the last count reported is kept.
+    requests_total: int | None = Field(default=None, ge=0)
     reported_at: float = 0.0
 
     def with_response_time(self, sample_ms: float, at: float) -> LoadReport:
@@ -188,6 +191,7 @@ class PodStatus(BaseModel):
     load_state: int
     active_requests: int
     active_connections: int
+    requests_total: int | None  # a counter; None: nothing reports it for this pod
     bound_users: int
 
     @classmethod
@@ -205,6 +209,7 @@ class PodStatus(BaseModel):
             load_state=pod.load.load_state,
             active_requests=pod.load.active_requests,
             active_connections=pod.load.active_connections,
+            requests_total=pod.load.requests_total,
             bound_users=bound_users,
         )
 

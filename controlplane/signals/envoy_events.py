@@ -39,6 +39,7 @@ class HostStats:
     address: str
     active_requests: int
     active_connections: int
+    requests_total: int  # requests this Envoy sent the host since it started (a counter)
 
 
 def parse_outlier_event(line: str) -> HostSignal | None:
@@ -84,6 +85,7 @@ def parse_host_stats(clusters: dict[str, Any]) -> Iterator[HostStats]:
                 address=f"{socket['address']}:{socket.get('port_value', 0)}",
                 active_requests=stats.get("rq_active", 0),
                 active_connections=stats.get("cx_active", 0),
+                requests_total=stats.get("rq_total", 0),
             )
 
 
@@ -184,7 +186,8 @@ class EventLogTail:
 
 
 class AdminStatsPoller:
-    """Polls Envoys' ``/clusters`` for per-pod load (requests and connections in flight).
+    """Polls Envoys' ``/clusters`` for per-pod load (requests and connections in flight, and
+    requests sent to the pod: every Envoy's counter, summed).
 
     Ejections come from the outlier event log only: ``/clusters`` keeps showing a pod ejected
     for the whole ejection time, long after the pod may have come back and passed our checks.
@@ -197,7 +200,7 @@ class AdminStatsPoller:
         self._manager = manager
         self._locator = PodLocator(manager)
         self._poll_s = poll_s
-        self._last: dict[tuple[ServiceKey, int], tuple[int, int]] = {}
+        self._last: dict[tuple[ServiceKey, int], tuple[int, int, int]] = {}
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         totals: dict[tuple[ServiceKey, int], list[int]] = {}
@@ -212,14 +215,17 @@ class AdminStatsPoller:
                 found = await self._locator.locate(host.cluster, host.address)
                 if found is None:
                     continue
-                sums = totals.setdefault(found, [0, 0])
+                sums = totals.setdefault(found, [0, 0, 0])
                 sums[0] += host.active_requests
                 sums[1] += host.active_connections
-        for (key, index), (requests, connections) in totals.items():
-            if self._last.get((key, index)) == (requests, connections):
+                sums[2] += host.requests_total
+        for (key, index), (requests, connections, total) in totals.items():
+            if self._last.get((key, index)) == (requests, connections, total):
                 continue  # unchanged: spare Redis the write
-            self._last[key, index] = (requests, connections)
-            load = LoadReport(active_requests=requests, active_connections=connections)
+            self._last[key, index] = (requests, connections, total)
+            load = LoadReport(
+                active_requests=requests, active_connections=connections, requests_total=total
+            )
             try:
                 await self._manager.report_load(key.namespace, key.name, index, load)
             except StatefulRouteError as exc:

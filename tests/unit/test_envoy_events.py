@@ -83,6 +83,16 @@ def test_host_stats_read_zero_stats_that_envoy_leaves_out() -> None:
     )
 
 
+def test_host_stats_read_the_requests_envoy_sent_each_host() -> None:
+    host = {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9001}},
+        "stats": [{"name": "rq_total", "value": "1234"}],
+    }
+    clusters = {"cluster_statuses": [{"name": "demo/echo", "host_statuses": [host]}]}
+    [stats] = parse_host_stats(clusters)
+    assert stats.requests_total == 1234
+
+
 def test_only_namespace_slash_name_clusters_are_services() -> None:
     assert service_of("demo/echo") == ("demo", "echo")
     assert service_of("stateful-route.miss-path") is None

@@ -195,6 +195,17 @@ async def test_a_pod_reports_its_load_and_the_pod_list_shows_it(
     await expect(await api.post(f"{BASE}/pods/9/load", json={}), 404)
 
 
+async def test_a_request_count_is_kept_when_a_later_report_does_not_count_requests(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=2)
+    assert (await expect(await api.get(f"{BASE}/pods"), 200))[1]["requests_total"] is None
+    await expect(await api.post(f"{BASE}/pods/1/load", json={"requests_total": 120}), 200)
+    pod = await expect(await api.post(f"{BASE}/pods/1/load", json={"active_requests": 2}), 200)
+    assert (pod["active_requests"], pod["requests_total"]) == (2, 120)
+    await expect(await api.post(f"{BASE}/pods/1/load", json={"requests_total": -1}), 422)
+
+
 async def test_drain_may_move_users_at_a_rate_and_refuses_a_rate_of_zero(
     api: Client, manager: StatefulRouteManager
 ) -> None:
