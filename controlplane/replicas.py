@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from controlplane.callbacks import Moves
 from controlplane.domain import ServiceKey
 from controlplane.store.connection import RedisClient
+from controlplane.store.keys import KeySpace
 
 log = logging.getLogger("stateful_route.replicas")
 
@@ -62,12 +63,11 @@ class LeaderLease:
     """Holds or waits for the leader lease; ``is_leader()`` is cheap and always current."""
 
     def __init__(
-        self, redis: RedisClient, prefix: str, replica_id: str, *, ttl_s: float = 3.0
+        self, redis: RedisClient, keys: KeySpace, replica_id: str, *, ttl_s: float = 3.0
     ) -> None:
         self.replica_id = replica_id
         self.ttl_s = ttl_s
-        # One hash tag: both keys in one cluster slot, as the script needs.
-        self._keys = [f"{prefix}:{{leader}}:lease", f"{prefix}:{{leader}}:epoch"]
+        self._keys = [keys.leader_lease, keys.leader_epoch]
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
         self.token: int | None = None
@@ -122,9 +122,9 @@ class ReplicaSync:
     the other replicas (``server.py`` wires them).
     """
 
-    def __init__(self, redis: RedisClient, prefix: str, replica_id: str) -> None:
+    def __init__(self, redis: RedisClient, keys: KeySpace, replica_id: str) -> None:
         self._redis = redis
-        self.channel = f"{prefix}:replicas"
+        self.channel = keys.replicas_channel
         self.replica_id = replica_id
         self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
 

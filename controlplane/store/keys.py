@@ -33,7 +33,11 @@ class KeySpace:
     def __init__(self, prefix: str = "sr") -> None:
         self.prefix = prefix
         self.services = f"{prefix}:services"  # SET of "namespace/name"
-        self.leases = f"{prefix}:lease"
+        # The leader lease and its epoch share one hash tag: the lease script needs both in one
+        # cluster slot.
+        self.leader_lease = f"{prefix}:{{leader}}:lease"  # STRING: "<replica>|<token>", with TTL
+        self.leader_epoch = f"{prefix}:{{leader}}:epoch"  # STRING: counter, the fencing token
+        self.replicas_channel = f"{prefix}:replicas"  # pub/sub channel, not a key: announcements
 
     def of(self, key: ServiceKey) -> ServiceKeys:
         base = f"{self.prefix}:{{{key.namespace}/{key.name}}}"

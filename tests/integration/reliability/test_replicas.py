@@ -19,8 +19,8 @@ KEY = ServiceKey("games", "lobby")
 async def test_one_replica_holds_the_lease_and_a_successor_gets_a_higher_token(
     store: Store,
 ) -> None:
-    first = LeaderLease(store.redis, "sr", "first", ttl_s=0.5)
-    second = LeaderLease(store.redis, "sr", "second", ttl_s=0.5)
+    first = LeaderLease(store.redis, store.keyspace, "first", ttl_s=0.5)
+    second = LeaderLease(store.redis, store.keyspace, "second", ttl_s=0.5)
     assert await first.try_acquire()
     assert not await second.try_acquire()
     assert await first.try_acquire()  # renewing keeps the same token
@@ -35,8 +35,8 @@ async def test_one_replica_holds_the_lease_and_a_successor_gets_a_higher_token(
 
 
 async def test_a_released_lease_is_taken_at_once(store: Store) -> None:
-    first = LeaderLease(store.redis, "sr", "first", ttl_s=30)
-    second = LeaderLease(store.redis, "sr", "second", ttl_s=30)
+    first = LeaderLease(store.redis, store.keyspace, "first", ttl_s=30)
+    second = LeaderLease(store.redis, store.keyspace, "second", ttl_s=30)
     assert await first.try_acquire()
     await first.release()
     assert not first.is_leader()
@@ -47,7 +47,7 @@ async def test_a_released_lease_is_taken_at_once(store: Store) -> None:
 async def two_replicas(
     store: Store,
 ) -> AsyncIterator[tuple[StatefulRouteManager, StatefulRouteManager]]:
-    syncs = [ReplicaSync(store.redis, "sr", f"r{i}") for i in range(2)]
+    syncs = [ReplicaSync(store.redis, store.keyspace, f"r{i}") for i in range(2)]
     managers = [
         StatefulRouteManager(
             store,
