@@ -57,10 +57,6 @@ class PodNotEligible(Conflict):
     code = "pod_not_eligible"
 
 
-class IllegalTransition(Conflict):
-    code = "illegal_transition"
-
-
 class NoHealthyPods(StatefulRouteError):
     """No pod of the service may take a user right now."""
 

@@ -52,7 +52,7 @@ async def test_route_bodies_of_the_wrong_shape_are_422(
     valid = {"namespace": NAMESPACE, "service": SERVICE, "uid": "alice"}
     for wrong in (
         {**valid, "uid": 42},
-        {**valid, "priority": "high"},
+        {**valid, "priority": 1},  # no such field
         {**valid, "strategy": "random"},
         {**valid, "unknown": True},
         {"namespace": NAMESPACE, "uid": "alice"},
