@@ -15,10 +15,6 @@ from controlplane.errors import InvalidInput, StatefulRouteError
 if TYPE_CHECKING:
     from controlplane.runtime.stack import LocalStack
 
-# The admin API refuses shorter tokens (controlplane.admin.config.AdminSettings).
-_MIN_TOKEN = 16
-
-
 def add_commands(commands: Any) -> None:
     """``serve`` and ``demo``, on the parser's subcommands (``commands``)."""
     serve = commands.add_parser("serve", help="run the control plane")
@@ -65,12 +61,13 @@ def _issues(exc: ValidationError) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from controlplane.admin.config import MIN_TOKEN_LENGTH
     from controlplane.runtime.stack import LocalStack, StackConfig
 
     if not 1 <= args.pods <= 64:
         raise InvalidInput("--pods must be between 1 and 64")
-    if args.token is not None and len(args.token) < _MIN_TOKEN:
-        raise InvalidInput(f"--token must be at least {_MIN_TOKEN} characters")
+    if args.token is not None and len(args.token) < MIN_TOKEN_LENGTH:
+        raise InvalidInput(f"--token must be at least {MIN_TOKEN_LENGTH} characters")
     config = StackConfig(
         pods=args.pods,
         proxy_port=args.proxy_port,
