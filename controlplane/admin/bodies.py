@@ -38,13 +38,25 @@ async def read_body(request: web.Request, model: type[M], *, optional: bool = Fa
             return model()
         raise InvalidJson("this operation needs a JSON body")
     try:
-        json.loads(raw)
+        data = json.loads(raw, parse_float=_number)
     except ValueError as exc:  # includes UnicodeDecodeError and over-long integers
         raise InvalidJson(f"the body is not JSON: {exc}") from None
     except RecursionError:
         raise InvalidJson("the body is not JSON: nested too deeply") from None
-    # Strict: JSON's own types only, so `true` is no count and "5" no number.
-    return model.model_validate_json(raw, strict=True)
+    # Strict: JSON's own types only, so `true` is no count and "5" no number. But 1643.0 is the
+    # integer 1643, as JSON Schema (and so the OpenAPI document) says: read as one.
+    return model.model_validate_json(json.dumps(data), strict=True)
+
+
+# Integral numbers this small are exact as floats; larger ones stay floats (no int field of the
+# API comes near), so "1e999999" costs nothing.
+_EXACT = 2.0**53
+
+
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent: an int when it is a whole number."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= _EXACT else value
 
 
 def service_key(request: web.Request) -> ServiceKey:

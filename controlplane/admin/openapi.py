@@ -12,14 +12,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from controlplane.admin.auth import Access
 from controlplane.admin.errors import ErrorBody
-from controlplane.admin.models import MAX_POD_INDEX
+from controlplane.admin.models import AdminPodIndex
 from controlplane.admin.routes import JSON, OPERATIONS, Operation
-from controlplane.domain.names import MAX_NAME_LENGTH
+from controlplane.domain.models import Namespace, ServiceName, Uid
 
 Schema = dict[str, Any]
 # (model, mode) -> its schema, a $ref into components/schemas.
@@ -45,17 +45,13 @@ parameter; 401: missing or wrong token; 404: unknown service or pod, or an unbou
 shape; 503: Redis unreachable, or no pod takes new users.
 """
 
-# Mirrors controlplane.domain.names (a test keeps them equal).
-NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
-UID_PATTERN = "^[\\x21-\\x7e]+$"
-_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN}
 PATH_PARAMETERS: dict[str, tuple[str, Schema]] = {
-    "namespace": ("The service's namespace.", _NAME),
-    "service": ("The service's name.", _NAME),
-    "index": ("The pod's index.", {"type": "integer", "minimum": 0, "maximum": MAX_POD_INDEX}),
+    "namespace": ("The service's namespace.", TypeAdapter(Namespace).json_schema()),
+    "service": ("The service's name.", TypeAdapter(ServiceName).json_schema()),
+    "index": ("The pod's index.", TypeAdapter(AdminPodIndex).json_schema()),
     "uid": (
         "The user id (visible ASCII; percent-encode '/', '?', '#' and '%').",
-        {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": UID_PATTERN},
+        TypeAdapter(Uid).json_schema(),
     ),
 }
 

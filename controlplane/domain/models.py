@@ -10,16 +10,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.domain.health import ACCEPTS_NEW_USERS, KEEPS_BOUND_USERS, PodHealth, PodState
-from controlplane.domain.names import ServiceKey, check_name, check_uid
+from controlplane.domain.names import NAME_SCHEMA, UID_SCHEMA, ServiceKey, check_name, check_uid
 from controlplane.errors import InvalidInput
 
-Namespace = Annotated[str, AfterValidator(lambda v: check_name("namespace", v))]
-ServiceName = Annotated[str, AfterValidator(lambda v: check_name("service", v))]
-Uid = Annotated[str, AfterValidator(check_uid)]
+# Checked by domain.names; described in JSON Schema by the same module's rules.
+Namespace = Annotated[
+    str, AfterValidator(lambda v: check_name("namespace", v)), WithJsonSchema(NAME_SCHEMA)
+]
+ServiceName = Annotated[
+    str, AfterValidator(lambda v: check_name("service", v)), WithJsonSchema(NAME_SCHEMA)
+]
+Uid = Annotated[str, AfterValidator(check_uid), WithJsonSchema(UID_SCHEMA)]
 PodIndex = Annotated[int, Field(ge=0, strict=True)]
 
 
@@ -173,7 +178,6 @@ class RouteRequest(BaseModel):
     service_name: ServiceName = Field(alias="service")
     uid: Uid
     strategy: Strategy | None = None  # None: the service's own strategy
-    priority: int = 0
 
 
 class PodStatus(BaseModel):

@@ -12,6 +12,14 @@ MAX_NAME_LENGTH = 256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # A uid travels in an HTTP header and a Redis hash field: visible ASCII only (no CR/LF, no space).
 _UID = re.compile(r"[\x21-\x7e]+")
+# The same rules as JSON Schema (OpenAPI path parameters and bodies describe them from here).
+NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": f"^{_NAME.pattern}$",
+}
+UID_SCHEMA = {**NAME_SCHEMA, "pattern": f"^{_UID.pattern}$"}
 
 
 def check_name(kind: str, value: str) -> str:

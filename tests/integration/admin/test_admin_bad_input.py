@@ -60,9 +60,21 @@ async def test_values_of_another_json_type_are_422_and_write_nothing(
 ) -> None:
     await given_service(manager)
     before = await redis_snapshot(redis)
-    for body in ({"pod": True}, {"pod": "1"}, {"pod": 1.0}):
+    for body in ({"pod": True}, {"pod": "1"}, {"pod": 1.5}):
         await expect(await api.put(f"{BASE}/users/alice", json=body), 422, "validation_error")
     assert await redis_snapshot(redis) == before
+
+
+async def test_a_whole_number_written_with_a_fraction_is_that_integer(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    # JSON Schema, and so the OpenAPI document, counts 1.0 and 1e0 as the integer 1.
+    await given_service(manager)
+    for written in ("1.0", "1e0"):
+        body = f'{{"pod": {written}}}'
+        headers = {"Content-Type": "application/json"}
+        moved = await expect(await api.put(f"{BASE}/users/alice", data=body, headers=headers), 200)
+        assert moved["pod"] == 1
 
 
 async def test_a_body_over_the_size_limit_is_413_and_writes_nothing(

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
 
 from controlplane.admin import AdminMetrics, AdminSettings, create_admin_app
-from controlplane.admin.openapi import NAME_PATTERN, UID_PATTERN, build_openapi, render_markdown
+from controlplane.admin.openapi import PATH_PARAMETERS, build_openapi, render_markdown
 from controlplane.domain import names
 from controlplane.manager import StatefulRouteManager
 
@@ -84,9 +84,15 @@ async def test_openapi_marks_mutations_as_needing_the_bearer_token(api: Client) 
                 assert "401" in op["responses"]
 
 
-def test_path_parameter_patterns_are_the_domain_rules() -> None:
-    assert f"^{names._NAME.pattern}$" == NAME_PATTERN
-    assert f"^{names._UID.pattern}$" == UID_PATTERN
+def test_names_in_paths_and_bodies_are_described_by_the_domain_rules() -> None:
+    route = build_openapi()["components"]["schemas"]["RouteRequest"]["properties"]
+    for name, rules in (
+        ("namespace", names.NAME_SCHEMA),
+        ("service", names.NAME_SCHEMA),
+        ("uid", names.UID_SCHEMA),
+    ):
+        assert PATH_PARAMETERS[name][1] == rules
+        assert {key: route[name][key] for key in rules} == rules
 
 
 async def test_docs_page_lists_every_operation_and_loads_nothing_from_elsewhere(
