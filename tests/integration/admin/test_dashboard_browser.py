@@ -1,10 +1,12 @@
 """The dashboard in a real headless Chromium, against a real Redis-backed admin server.
 
-Set ``DASHBOARD_SCREENSHOT=/tmp/dashboard.png`` to keep a picture of the page after a drain.
+Set ``DASHBOARD_SCREENSHOT=/tmp/dashboard.png`` to keep a picture of the page after a drain,
+``DASHBOARD_CHARTS_SCREENSHOT=...`` for one after a failover (docs/img/dashboard.png).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from controlplane.admin import AdminSettings, create_admin_app
+from controlplane.admin.envoy_status import EnvoyStatus, envoy_status
 from controlplane.domain import LoadReport
 from controlplane.manager import StatefulRouteManager
 from controlplane.xds.clients import EnvoyView, Transport, TypeStatusView
@@ -26,8 +29,10 @@ LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 HOSTILE_UID = "<img/src=x/onerror=window.pwned=1>&amp;"
 
 
-def envoys() -> list[EnvoyView]:
-    return [
+def envoys() -> list[EnvoyStatus]:
+    """One Envoy behind on its Listener (it NACKed v7), one up to date."""
+    current = {CLUSTER: ("v7",), LISTENER: ("v7",)}
+    views = [
         EnvoyView(
             node_id="edge-envoy-1",
             node_group="edge",
@@ -40,8 +45,17 @@ def envoys() -> list[EnvoyView]:
                     acked_version="v6", nacked_version="v7", nack_message="<b>bad</b> filter"
                 ),
             },
-        )
+        ),
+        EnvoyView(
+            node_id="edge-envoy-2",
+            node_group="edge",
+            transport=Transport.ADS,
+            connected_since=1_700_000_050.0,
+            last_seen=1_700_000_100.0,
+            types={CLUSTER: TypeStatusView(acked_version="v7")},
+        ),
     ]
+    return [envoy_status(view, current) for view in views]
 
 
 @pytest.fixture
@@ -200,3 +214,77 @@ async def test_with_protected_reads_the_page_asks_for_the_token_before_showing_p
     await use_token(tab, TOKEN)
     await tab.wait_for("document.querySelectorAll('#pods tbody tr').length === 3")
     assert (await tab.text("#live")).startswith("live · updated")
+
+
+def chart(index: int) -> str:
+    return f"#pod-charts svg[data-pod='{index}']"
+
+
+async def test_each_pod_has_a_chart_and_the_envoys_say_whether_they_are_up_to_date(
+    page: Page,
+) -> None:
+    await page.wait_for("document.querySelectorAll('#pod-charts svg[data-pod]').length === 3")
+    assert await page.evaluate(f'document.querySelector("{chart(1)}").dataset.users') == "1"
+    assert await page.evaluate(
+        f"document.querySelector(\"{chart(1)} path.users\").getAttribute('d').startsWith('M')"
+    )
+    assert await page.evaluate("!!document.querySelector('#failover-chart line.axis')")
+    rows = await page.evaluate(
+        "[...document.querySelectorAll('#envoys tbody tr')]"
+        ".map(r => [r.className, r.dataset.upToDate, r.cells[3].innerText])"
+    )
+    assert rows[0][:2] == ["nacked", "false"]
+    assert rows[0][2].startswith("behind")
+    assert "Listener" in rows[0][2]
+    assert rows[1] == ["", "true", "up to date"]
+    assert "current v7" in await page.text("#envoys tbody tr")
+
+
+async def test_the_request_rate_follows_the_pods_request_counter(
+    page: Page, manager: StatefulRouteManager
+) -> None:
+    await page.wait_for(f'document.querySelector("{chart(0)}")?.dataset.samples >= 2')
+    assert await page.evaluate(f'document.querySelector("{chart(0)}").dataset.rate') == ""
+    total = 0
+    for _ in range(8):  # 100 requests/s, as Envoy's stats poller would report them
+        total += 50
+        await manager.report_load(NAMESPACE, SERVICE, 0, LoadReport(requests_total=total))
+        await asyncio.sleep(0.5)
+    rate = await page.wait_for(f'Number(document.querySelector("{chart(0)}").dataset.rate) || 0')
+    assert 40 < rate < 200
+    assert "req/s" in await page.text("#pod-charts figure[data-pod='0'] figcaption")
+    assert await page.evaluate(
+        f"document.querySelector(\"{chart(0)} path.rate\").getAttribute('d').length > 0"
+    )
+
+
+async def test_failing_a_pod_marks_it_on_the_pods_charts_and_the_failover_chart(
+    page: Page, manager: StatefulRouteManager
+) -> None:
+    async def traffic(pods: tuple[int, ...], rounds: int) -> None:
+        for _ in range(rounds):  # pod i serves 20 * (i + 1) requests/s
+            for i in pods:
+                served[i] += 10 * (i + 1)
+                report = LoadReport(requests_total=served[i])
+                await manager.report_load(NAMESPACE, SERVICE, i, report)
+            await asyncio.sleep(0.5)
+
+    served = [0, 0, 0]
+    await traffic((0, 1, 2), 6)
+    await use_token(page, TOKEN)
+    await page.evaluate("window.confirm = () => true")
+    await page.click("button[aria-label='Fail pod 1']")
+    await page.wait_for(f'!!document.querySelector("{chart(1)} line.m-POD_FAILURE")')
+    await page.wait_for(f"document.querySelector(\"{chart(1)}\").dataset.users === '0'")
+    # alice moved to another pod: that pod's chart marks the failure too.
+    moved_to = await page.evaluate(
+        "[...document.querySelectorAll('#pod-charts svg[data-pod]')]"
+        ".filter(s => s.dataset.pod !== '1' && s.querySelector('line.m-POD_FAILURE'))"
+        ".map(s => s.dataset.users)"
+    )
+    assert moved_to == ["1"]
+    dot = "#failover-chart circle[data-type=POD_FAILURE][data-pod='1']"
+    await page.wait_for(f'!!document.querySelector("{dot}")')
+    await traffic((0, 2), 4)
+    if shot := os.environ.get("DASHBOARD_CHARTS_SCREENSHOT"):
+        await page.screenshot(Path(shot))
