@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+# The report draws its plots with matplotlib, which only the `bench` extra installs.
+pytest.importorskip("matplotlib", reason="matplotlib is missing: pip install -e '.[bench]'")
+
 from bench._common import Figure, Scenario
 from bench.report import write_report
 
