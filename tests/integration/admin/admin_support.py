@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
-from redis.asyncio import Redis
 
 from controlplane.domain import Pod, Service
 from controlplane.manager import StatefulRouteManager
@@ -43,15 +41,3 @@ async def expect(response: ClientResponse, status: int, error: str | None = None
     if error is not None:
         assert body["error"] == error, body
     return body
-
-
-async def redis_snapshot(redis: Redis) -> dict[str, Any]:
-    """Every key with its value, to show that a request wrote nothing."""
-    readers: dict[str, Callable[[str], Awaitable[Any]]] = {
-        "string": redis.get,
-        "hash": redis.hgetall,
-        "set": redis.smembers,
-        "list": lambda key: redis.lrange(key, 0, -1),
-        "zset": lambda key: redis.zrange(key, 0, -1, withscores=True),
-    }
-    return {key: await readers[await redis.type(key)](key) for key in sorted(await redis.keys("*"))}

@@ -15,7 +15,6 @@ from admin_support import (
     Client,
     expect,
     given_service,
-    redis_snapshot,
 )
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
@@ -25,6 +24,7 @@ from redis.asyncio import Redis
 from controlplane.admin import Access, AdminSettings, create_admin_app
 from controlplane.admin.routes import OPERATIONS, Operation
 from controlplane.manager import StatefulRouteManager
+from tests.support.redis_dump import redis_dump
 
 EXAMPLE = {"namespace": NAMESPACE, "service": SERVICE, "index": "0", "uid": "alice"}
 
@@ -59,11 +59,11 @@ async def test_every_mutation_without_a_token_is_401_with_a_bearer_challenge(
     anonymous: ClientSession, manager: StatefulRouteManager, redis: Redis, op: Operation
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     response = await anonymous.request(op.method, concrete(op), json={})
     await expect(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="stateful-route"'
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from admin_support import BASE, NAMESPACE, SERVICE, Client, expect, given_service, redis_snapshot
+from admin_support import BASE, NAMESPACE, SERVICE, Client, expect, given_service
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
@@ -13,6 +13,7 @@ from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.ports import free_port
 from controlplane.store import Store, connect
+from tests.support.redis_dump import redis_dump
 
 
 @pytest.fixture
@@ -40,10 +41,10 @@ async def test_a_body_that_is_not_json_is_400(
     api: Client, manager: StatefulRouteManager, redis: Redis, body: bytes, error: str
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     response = await api.put(f"{BASE}/users/alice", data=body)
     await expect(response, 400, error)
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 async def test_json_that_is_not_an_object_is_422(
@@ -59,10 +60,10 @@ async def test_values_of_another_json_type_are_422_and_write_nothing(
     api: Client, manager: StatefulRouteManager, redis: Redis
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     for body in ({"pod": True}, {"pod": "1"}, {"pod": 1.5}):
         await expect(await api.put(f"{BASE}/users/alice", json=body), 422, "validation_error")
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 async def test_a_whole_number_written_with_a_fraction_is_that_integer(
@@ -81,11 +82,11 @@ async def test_a_body_over_the_size_limit_is_413_and_writes_nothing(
     api: Client, manager: StatefulRouteManager, redis: Redis
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     padding = "x" * 9000  # the fixture's limit is 8192 bytes
     body = {"namespace": NAMESPACE, "service": SERVICE, "uid": "alice", "pad": padding}
     await expect(await api.post("/api/v1/route", json=body), 413, "body_too_large")
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 @pytest.mark.parametrize("uid", ["ali%0D%0Ace", "alice%0A", "%0D", "a%20b", "%C3%A9", "x" * 300])
@@ -93,11 +94,11 @@ async def test_a_path_uid_with_cr_lf_or_other_invisible_characters_is_400_and_wr
     api: Client, manager: StatefulRouteManager, redis: Redis, uid: str
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     await expect(await api.put(f"{BASE}/users/{uid}", json={"pod": 0}), 400, "invalid_input")
     await expect(await api.get(f"{BASE}/users/{uid}"), 400, "invalid_input")
     await expect(await api.delete(f"{BASE}/users/{uid}"), 400, "invalid_input")
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 @pytest.mark.parametrize("uid", ["ali\r\nce", "alice\n", "\r", "a b", "é", "", "x" * 300])
@@ -105,12 +106,12 @@ async def test_a_routed_uid_with_cr_lf_or_other_invisible_characters_is_422_and_
     api: Client, manager: StatefulRouteManager, redis: Redis, uid: str
 ) -> None:
     await given_service(manager)
-    before = await redis_snapshot(redis)
+    before = await redis_dump(redis)
     body = {"namespace": NAMESPACE, "service": SERVICE, "uid": uid}
     error = await expect(await api.post("/api/v1/route", json=body), 422, "validation_error")
     assert error["detail"][0]["loc"] == ["uid"]
     assert uid not in str(error) or not uid.strip()  # the bad value is not echoed back
-    assert await redis_snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 @pytest.mark.parametrize(
@@ -127,7 +128,7 @@ async def test_a_bad_namespace_or_service_name_is_400_and_writes_nothing(
     api: Client, redis: Redis, path: str
 ) -> None:
     await expect(await api.put(path), 400, "invalid_input")
-    assert await redis_snapshot(redis) == {}
+    assert await redis_dump(redis) == {}
 
 
 async def test_an_unknown_path_is_a_json_404(api: Client) -> None:

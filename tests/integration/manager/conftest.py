@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from controlplane.domain import Pod, Service, ServiceKey, ServiceSettings, Strategy
 from controlplane.manager import StatefulRouteManager
@@ -54,21 +53,3 @@ def make_service(manager: StatefulRouteManager) -> MakeService:
         return manager
 
     return make
-
-
-async def snapshot(redis: Redis) -> dict[str, object]:
-    """Every key and its value, to show that a refused call wrote nothing."""
-    state: dict[str, object] = {}
-    async for key in redis.scan_iter("*"):
-        kind = await redis.type(key)
-        if kind == "hash":
-            state[key] = await redis.hgetall(key)
-        elif kind == "set":
-            state[key] = await redis.smembers(key)
-        elif kind == "zset":
-            state[key] = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "list":
-            state[key] = await redis.lrange(key, 0, -1)
-        else:
-            state[key] = await redis.get(key)
-    return state

@@ -7,8 +7,9 @@ from redis.asyncio import Redis
 
 from controlplane.domain import Pod, RouteRequest, parse
 from controlplane.errors import InvalidInput, StatefulRouteError, UnknownPod
+from tests.support.redis_dump import redis_dump
 
-from .conftest import NS, SVC, MakeService, snapshot
+from .conftest import NS, SVC, MakeService
 
 TOO_LONG = "x" * 257
 
@@ -32,10 +33,10 @@ async def test_bad_route_requests_are_invalid_input_and_write_nothing(
     make_service: MakeService, redis: Redis, fields: dict[str, str]
 ) -> None:
     await make_service()
-    before = await snapshot(redis)
+    before = await redis_dump(redis)
     with pytest.raises(InvalidInput):
         parse(RouteRequest, fields)
-    assert await snapshot(redis) == before
+    assert await redis_dump(redis) == before
 
 
 @pytest.mark.parametrize(
@@ -75,8 +76,8 @@ async def test_bad_manager_calls_raise_typed_errors_and_write_nothing(
 ) -> None:
     manager = await make_service()
     await manager.route_request(RouteRequest(namespace=NS, service=SVC, uid="alice"))
-    before = await snapshot(redis)
+    before = await redis_dump(redis)
     with pytest.raises(error) as raised:
         await call(manager)
     assert isinstance(raised.value, StatefulRouteError)
-    assert await snapshot(redis) == before
+    assert await redis_dump(redis) == before

@@ -22,7 +22,7 @@ from controlplane.runtime.stack import NAMESPACE as DEMO_NAMESPACE
 from controlplane.runtime.stack import SERVICE as DEMO_SERVICE
 from controlplane.runtime.stack import LocalStack, StackConfig
 from tests.integration.security.conftest import TOKEN, AdminServer
-from tests.integration.security.redis_scan import contents
+from tests.support.redis_dump import contents
 
 MUTATIONS = [op for op in OPERATIONS if op.method != "GET"]
 WRONG = {

@@ -33,7 +33,7 @@ from controlplane.xds.resources import SourceKind
 from controlplane.xds.scopes import user_key
 from controlplane.xds.server import XdsServer
 from tests.integration.security.conftest import NAMESPACE, SERVICE, seed
-from tests.integration.security.redis_scan import redis_holds
+from tests.support.redis_dump import redis_holds
 
 # What Envoy may forward: each is refused (400) and stored nowhere.
 FORWARDABLE = {
