@@ -10,11 +10,15 @@ Checks on every answer: no 5xx, a status the document lists, the content type an
 it declares, invalid input refused with a 4xx, and (once per operation) that a mutation fails
 without the token or with a wrong one. Schemathesis leaves /openapi.json itself out; its test
 is that it loads.
+
+A second run is schemathesis' own CLI with every check (``--checks all``) and every phase
+(examples, coverage, fuzzing, stateful): ~1,800 cases, ~10 s, a fixed seed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -121,3 +125,41 @@ async def test_the_admin_api_survives_fuzzing_against_its_own_openapi_document(
     assert set(sent) == expected
     assert all(count >= 1 for count in sent.values())
     assert sum(sent.values()) >= 500
+
+
+# The CLI's own run: every check and every phase (examples, coverage, fuzzing, stateful links).
+CLI_MAX_EXAMPLES = 25
+
+
+async def test_schemathesis_with_every_check_and_phase_finds_nothing(
+    admin_server: AdminServer,
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{admin_server.url}/openapi.json",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-examples",
+        str(CLI_MAX_EXAMPLES),
+        "--seed",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "10",
+        "--no-color",
+        "--header",
+        f"Authorization: {AUTH['Authorization']}",
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    report = output.decode(errors="replace")
+    print(report[-3000:])
+    assert process.returncode == 0, report[-6000:]
