@@ -21,6 +21,7 @@ import asyncio
 import sys
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -132,7 +133,7 @@ CLI_MAX_EXAMPLES = 25
 
 
 async def test_schemathesis_with_every_check_and_phase_finds_nothing(
-    admin_server: AdminServer,
+    admin_server: AdminServer, tmp_path: Path
 ) -> None:
     command = [
         sys.executable,
@@ -157,8 +158,8 @@ async def test_schemathesis_with_every_check_and_phase_finds_nothing(
         f"Authorization: {AUTH['Authorization']}",
     ]
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
+        *command, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )  # in tmp_path: the CLI writes its .schemathesis/ state to the working directory
     output, _ = await process.communicate()
     report = output.decode(errors="replace")
     print(report[-3000:])
