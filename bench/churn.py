@@ -271,11 +271,11 @@ async def one_size(
             else:
                 raise TimeoutError("Envoy's listener never came up")
             await asyncio.sleep(0.5)
-            heap0, rss0 = await heap_bytes(ours), rss_bytes(pid)
+            heap0, rss0, own0 = await heap_bytes(ours), rss_bytes(pid), rss_bytes(os.getpid())
             bound = bound_users(users, PODS)
             load_s = await load(source, key, bound, url)
             await asyncio.sleep(1.0)
-            heap, rss = await heap_bytes(ours), rss_bytes(pid)
+            heap, rss, own = await heap_bytes(ours), rss_bytes(pid), rss_bytes(os.getpid())
             print(f"  {label}: loaded in {load_s:.1f} s", flush=True)
             scenario.add(
                 Figure(
@@ -304,6 +304,17 @@ async def one_size(
                     higher_is_better=False,
                     note=f"RSS {rss0 / 2**20:.1f} MiB with no user, {rss / 2**20:.1f} MiB "
                     f"with {users:,}",
+                )
+            )
+            scenario.add(
+                Figure(
+                    f"control plane RSS per bound user, {label}",
+                    (own - own0) / users,
+                    "bytes",
+                    higher_is_better=False,
+                    note=f"this process (sticky table, scope table, delta stream state, and the "
+                    f"bench's own list of users): {own0 / 2**20:.0f} MiB before, "
+                    f"{own / 2**20:.0f} MiB with {users:,}",
                 )
             )
             churn = Churn(source, key, stack, url, session, rate)
