@@ -48,6 +48,16 @@ class Client:
     async def pods(self) -> dict[int, dict[str, Any]]:
         return {p["pod_index"]: p for p in await self.admin("GET", f"{SERVICE_PATH}/pods")}
 
+    async def envoy_connected(self) -> bool:
+        """Whether an Envoy is connected to the control plane's xDS server."""
+        return bool(await self.admin("GET", "/api/v1/envoys"))
+
+    async def envoy_in_sync(self) -> bool:
+        """Whether an Envoy is connected and has ACKed what the control plane serves now
+        (never true for long while new users keep arriving: use ``envoy_connected`` then)."""
+        envoys = await self.admin("GET", "/api/v1/envoys")
+        return bool(envoys) and all(envoy["up_to_date"] for envoy in envoys)
+
     async def routed_by_envoy(self, uids: list[str]) -> bool:
         """Whether Envoy holds a scope for every one of ``uids``."""
         assert self.stack.envoy is not None

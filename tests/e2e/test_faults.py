@@ -17,6 +17,7 @@ import pytest
 from controlplane.domain import ServiceKey
 from controlplane.runtime.stack import NAMESPACE, SERVICE, LocalStack
 from controlplane.store import Store
+from tests.support.redis_aof import written_to_aof
 
 from .conftest import Client
 
@@ -71,6 +72,16 @@ async def bound_users(client: Client, prefix: str, count: int = 100) -> dict[str
     return placed
 
 
+def served_more(load: Load, requests: int) -> Callable[[], Awaitable[bool]]:
+    """A check: ``load`` has served ``requests`` more than when this was called."""
+    target = load.requests + requests
+
+    async def check() -> bool:
+        return load.requests >= target
+
+    return check
+
+
 def health_is(client: Client, expected: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         async with client.session.get(client.stack.admin_url + "/healthz") as response:
@@ -84,7 +95,8 @@ async def test_redis_away_for_30_seconds_costs_no_request_and_no_binding(
 ) -> None:
     assert stack.redis is not None
     placed = await bound_users(client, "redis-bound")
-    await asyncio.sleep(1.2)  # appendfsync everysec
+    redis_url = stack.redis.url
+    await client.until(lambda: written_to_aof(redis_url))  # what kill -9 keeps
     load = Load(client, placed, "redis-new")
     stop = asyncio.Event()
     running = asyncio.create_task(load.run(stop))
@@ -130,14 +142,17 @@ async def test_control_plane_kill_9_under_load_loses_no_route(
     load = Load(client, placed, "cp-kill-new")
     stop = asyncio.Event()
     running = asyncio.create_task(load.run(stop))
-    await asyncio.sleep(1)
+    await client.until(served_more(load, 100))  # the load runs
     assert stack.controlplane is not None
     killed = time.monotonic()
     stack.controlplane.kill()
-    await asyncio.sleep(2)
+    # The fault is the control plane away while requests keep coming: counted in requests,
+    # not seconds, so a slow machine cannot shrink it to nothing.
+    await client.until(served_more(load, 500), timeout_s=30)
     await stack.start_controlplane()
     back = time.monotonic() - killed
-    await asyncio.sleep(2)
+    await client.until(client.envoy_connected, timeout_s=10)  # to the new control plane
+    await client.until(served_more(load, 500), timeout_s=30)
     stop.set()
     await running
     print(

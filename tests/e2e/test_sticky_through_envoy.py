@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from controlplane.domain.placement import SETTLE_S
 from controlplane.runtime.stack import NAMESPACE, SERVICE, LocalStack
 from controlplane.xds.naming import SCOPE_KEY_HEADER, SERVICE_HEADER
 from controlplane.xds.scopes import user_key
@@ -94,7 +95,7 @@ async def test_users_stay_on_their_pods_across_a_control_plane_restart(
     # Envoy keeps its routes: bound users are served while the control plane is down.
     during = await bind(client, list(placed))
     await stack.start_controlplane()
-    await asyncio.sleep(0.5)  # let Envoy resync
+    await client.until(client.envoy_in_sync, timeout_s=10)
     after = await bind(client, list(placed))
     assert during == placed
     assert after == placed
@@ -154,6 +155,20 @@ async def ejected_by_envoy(stack: LocalStack) -> set[int]:
     }
 
 
+async def serves_endpoint(stack: LocalStack, pod: int) -> bool:
+    """Whether Envoy holds ``pod``'s endpoint healthy (in EDS, not ejected)."""
+    assert stack.envoy is not None
+    clusters = (await stack.envoy.clusters())["cluster_statuses"]
+    [service] = [c for c in clusters if c["name"] == f"{NAMESPACE}/{SERVICE}"]
+    port = stack.pod_ports[pod]
+    return any(
+        host["address"]["socket_address"]["port_value"] == port
+        and host["health_status"].get("eds_health_status") == "HEALTHY"
+        and not host["health_status"].get("failed_outlier_check")
+        for host in service["host_statuses"]
+    )
+
+
 async def kill_until_rebound(client: Client, stack: LocalStack, prefix: str) -> tuple[int, float]:
     """Kill a pod Envoy holds healthy while its users keep asking: the pod, and the seconds
     until no user is bound to it."""
@@ -202,9 +217,12 @@ async def test_a_restarted_pod_takes_users_again_once_envoy_takes_it_back(
 ) -> None:
     pod, _ = await kill_until_rebound(client, stack, "before-comeback")
     await stack.restart_pod(pod)
-    await asyncio.sleep(3)  # the control plane's own checks (every 1 s) pass by now
+
+    async def recovering() -> bool:  # the control plane's own checks pass
+        return (await client.pods())[pod]["state"] == "recovering"
+
+    await client.until(recovering, timeout_s=10)
     assert pod in await ejected_by_envoy(stack)
-    assert (await client.pods())[pod]["state"] == "recovering"
     await until_healthy(client, pod)
     assert pod not in await ejected_by_envoy(stack)
 
@@ -218,7 +236,10 @@ async def test_a_restarted_pod_takes_users_again_once_envoy_takes_it_back(
             assert run == [(run[0][0], 1), (run[0][0], 2), (run[0][0], 3)], f"{uid}: {run}"
         return [run[0][0] for run in runs]
 
-    # Right away (before Envoy may have the pod's endpoint back), and a second later.
+    # Right away (before Envoy may have the pod's endpoint back), and once it has and the
+    # settle that waits for it is over: a rule of time, counted from before the pod was seen
+    # healthy, so this sleep is a bound, not a guess.
     assert pod not in await newcomers("at-comeback")
-    await asyncio.sleep(1.0)
+    await client.until(lambda: serves_endpoint(stack, pod), timeout_s=10)
+    await asyncio.sleep(SETTLE_S)
     assert pod in await newcomers("after-comeback")  # the emptied pod takes newcomers first

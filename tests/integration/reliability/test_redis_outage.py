@@ -13,6 +13,8 @@ from controlplane.errors import StoreUnavailable
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.store import Store
+from tests.support.redis_aof import written_to_aof
+from tests.support.waiting import eventually
 
 KEY = ServiceKey("games", "lobby")
 
@@ -39,7 +41,7 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
     before = {
         f"old-{i}": (await manager.route_request(ask(f"old-{i}"))).pod_index for i in range(50)
     }
-    await asyncio.sleep(1.2)  # appendfsync everysec: what is older than a second is on disk
+    await eventually(lambda: written_to_aof(own_redis.url), "the binds in the AOF")
 
     own_redis.kill()
     during_old = {uid: (await manager.route_request(ask(uid))).pod_index for uid in before}
@@ -55,15 +57,14 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
     assert len(set(during_new.values())) > 1  # spread, not piled on one pod
 
     await asyncio.to_thread(own_redis.start)
-    await asyncio.sleep(0.3)
-    written = 0
-    for _ in range(20):
+
+    async def replayed() -> int | None:
         try:
-            written += await manager.replay_pending_binds()
-            break
+            return await manager.replay_pending_binds()
         except RedisError:  # the client reconnects on its next call
-            await asyncio.sleep(0.1)
-    assert written == 50
+            return None
+
+    assert await eventually(replayed, "the pending binds written") == 50
     keys = store.keys(KEY)
     forward = {uid: pod async for uid, pod in store.bindings.scan(keys)}
     reverse = {}

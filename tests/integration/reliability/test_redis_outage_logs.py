@@ -16,6 +16,7 @@ from controlplane.server import Server
 from controlplane.settings import ListenSettings, ServiceConfig, Settings, UpkeepSettings
 from controlplane.store import connect
 from controlplane.store.config import RedisSettings
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -89,7 +90,11 @@ async def test_an_unexpected_error_in_an_upkeep_job_is_still_logged_with_its_tra
     client = connect(own_redis.url)
     outage = RedisOutage(client.ping)
     task = asyncio.create_task(run_every(0.01, broken, "reconcile", outage))
-    await asyncio.sleep(0.1)
+
+    async def logged() -> bool:
+        return any(r.levelno == logging.ERROR for r in caplog.records)
+
+    await eventually(logged, "the job's error logged")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await client.aclose()

@@ -12,6 +12,7 @@ from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.replicas import LeaderLease, ReplicaSync
 from controlplane.store import Store
+from tests.support.waiting import eventually
 
 KEY = ServiceKey("games", "lobby")
 
@@ -65,7 +66,12 @@ async def two_replicas(
     await managers[0].register_service(Service(namespace=KEY.namespace, name=KEY.name))
     for index in range(3):
         await managers[0].upsert_pod(*KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
-    await asyncio.sleep(0.1)  # both subscribed
+
+    async def both_subscribed() -> bool:
+        [(_, listeners)] = await store.redis.pubsub_numsub(store.keyspace.replicas_channel)
+        return bool(listeners == 2)
+
+    await eventually(both_subscribed, "both replicas subscribed")
     yield managers[0], managers[1]
     for task in tasks:
         task.cancel()

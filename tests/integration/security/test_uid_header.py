@@ -172,7 +172,14 @@ async def test_hostile_uids_through_envoy_reach_neither_redis_nor_envoy_config(
     # Refused (400) by Envoy's codec or by the miss path, except where Envoy changed the value
     # before the miss path saw it: it drops a bare CR ("cruid" is a valid uid). Never a 5xx.
     assert statuses == {**{name: 400 for name in sent}, "a bare CR": 200}
-    await asyncio.sleep(0.5)  # any route push would have happened by now
+    # One user after them: once Envoy holds its scope, any push they caused has arrived too.
+    assert await raw_get(stack.proxy_port, b"after-the-hostile-uids") == 200
+    marker = user_key((UID_HEADER,), UID_HEADER, "after-the-hostile-uids")
+
+    async def marker_routed() -> bool:
+        return marker in await scope_strings(stack)
+
+    await eventually(marker_routed)
 
     assert stack.redis is not None
     forms = [n for raw in sent.values() for n in {raw, *needles(raw.decode("latin-1"))}]
