@@ -1,4 +1,4 @@
-"""An admin app over a real Redis, served on a loopback port by aiohttp's test server."""
+"""An admin app over a real Redis, served on a loopback port by pytest-aiohttp's fixtures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from admin_support import AUTH, TOKEN, Client
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
+from pytest_aiohttp import AiohttpClient
 
 from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.admin.metrics import AdminMetrics
@@ -37,12 +37,13 @@ def settings() -> AdminSettings:
 
 @pytest.fixture
 async def api(
-    manager: StatefulRouteManager, settings: AdminSettings, metrics: AdminMetrics
-) -> AsyncIterator[Client]:
+    aiohttp_client: AiohttpClient,
+    manager: StatefulRouteManager,
+    settings: AdminSettings,
+    metrics: AdminMetrics,
+) -> Client:
     """A client that sends the token with every request."""
-    app = create_admin_app(manager, settings, metrics=metrics)
-    async with TestClient(TestServer(app), headers=AUTH) as client:
-        yield client
+    return await aiohttp_client(create_admin_app(manager, settings, metrics=metrics), headers=AUTH)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,8 +16,8 @@ from admin_support import (
     given_service,
 )
 from aiohttp import ClientSession
-from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr, ValidationError
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from controlplane.admin import Access, AdminSettings, create_admin_app
@@ -40,18 +39,16 @@ def ops(access: Access) -> list[Any]:
 
 
 @pytest.fixture
-async def protected_reads(manager: StatefulRouteManager) -> AsyncIterator[Client]:
+async def protected_reads(aiohttp_client: AiohttpClient, manager: StatefulRouteManager) -> Client:
     """A server that protects reads too; the client sends no token."""
     settings = AdminSettings(token=SecretStr(TOKEN), protect_reads=True)
-    async with TestClient(TestServer(create_admin_app(manager, settings))) as client:
-        yield client
+    return await aiohttp_client(create_admin_app(manager, settings))
 
 
 @pytest.fixture
-async def tokenless(manager: StatefulRouteManager) -> AsyncIterator[Client]:
+async def tokenless(aiohttp_client: AiohttpClient, manager: StatefulRouteManager) -> Client:
     """A server configured without a token; the client sends none."""
-    async with TestClient(TestServer(create_admin_app(manager, AdminSettings()))) as client:
-        yield client
+    return await aiohttp_client(create_admin_app(manager, AdminSettings()))
 
 
 @pytest.mark.parametrize("op", ops(Access.WRITE))

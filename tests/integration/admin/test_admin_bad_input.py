@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from admin_support import BASE, NAMESPACE, SERVICE, Client, expect, given_service
-from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient
 from redis.asyncio import Redis
 
 from controlplane.admin import AdminSettings, create_admin_app
@@ -17,12 +17,10 @@ from tests.support.redis_dump import redis_dump
 
 
 @pytest.fixture
-async def outage() -> AsyncIterator[Client]:
+async def outage(aiohttp_client: AiohttpClient) -> AsyncIterator[Client]:
     """An admin app whose Redis is a port nobody listens on."""
     store = Store(connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.5))
-    app = create_admin_app(StatefulRouteManager(store), AdminSettings())
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    yield await aiohttp_client(create_admin_app(StatefulRouteManager(store), AdminSettings()))
     await store.close()
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from admin_support import BASE, Client, expect, given_service, route
-from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel
+from pytest_aiohttp import AiohttpClient
 
 from controlplane.admin import AdminMetrics, AdminSettings, create_admin_app
 from controlplane.admin.openapi import PATH_PARAMETERS, build_openapi, render_markdown
@@ -152,7 +151,7 @@ async def test_metrics_count_failovers_and_migrations(
 
 
 async def test_xds_counters_are_served_from_the_metrics_object_the_xds_server_shares(
-    manager: StatefulRouteManager,
+    aiohttp_client: AiohttpClient, manager: StatefulRouteManager
 ) -> None:
     metrics = AdminMetrics()
     metrics.xds_pushed("type.googleapis.com/envoy.config.cluster.v3.Cluster")
@@ -160,9 +159,8 @@ async def test_xds_counters_are_served_from_the_metrics_object_the_xds_server_sh
     metrics.xds_replied(
         "type.googleapis.com/envoy.config.route.v3.RouteConfiguration", accepted=False
     )
-    app = create_admin_app(manager, AdminSettings(), metrics=metrics)
-    async with TestClient(TestServer(app)) as client:
-        text = await (await client.get("/metrics")).text()
+    client = await aiohttp_client(create_admin_app(manager, AdminSettings(), metrics=metrics))
+    text = await (await client.get("/metrics")).text()
     assert 'stateful_route_xds_pushes_total{type="Cluster"} 1.0' in text
     assert 'stateful_route_xds_acks_total{type="Cluster"} 1.0' in text
     assert 'stateful_route_xds_nacks_total{type="RouteConfiguration"} 1.0' in text
@@ -179,8 +177,8 @@ class EnvoyNode(BaseModel):
 
 @pytest.fixture(params=["sync", "async"])
 async def with_envoys(
-    request: pytest.FixtureRequest, manager: StatefulRouteManager
-) -> AsyncIterator[Client]:
+    request: pytest.FixtureRequest, aiohttp_client: AiohttpClient, manager: StatefulRouteManager
+) -> Client:
     found: list[EnvoyNode | dict[str, str]] = [
         EnvoyNode(node_id="envoy-1", cluster="edge"),
         {"node_id": "envoy-2"},
@@ -193,9 +191,7 @@ async def with_envoys(
         return found
 
     view = sync_view if request.param == "sync" else async_view
-    app = create_admin_app(manager, AdminSettings(), envoys_view=view)
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    return await aiohttp_client(create_admin_app(manager, AdminSettings(), envoys_view=view))
 
 
 async def test_envoys_lists_what_the_xds_view_reports(with_envoys: Client) -> None:

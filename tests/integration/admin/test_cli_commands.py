@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from admin_support import BASE, NAMESPACE, SERVICE, TOKEN, Client, expect, given_service, route
-from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.cli import main
@@ -74,10 +73,10 @@ async def cli(
     settings: AdminSettings,
     envoys: list[EnvoyView],
     capsys: pytest.CaptureFixture[str],
-) -> AsyncIterator[Cli]:
-    app = create_admin_app(manager, settings, envoys_view=lambda: envoys)
-    async with TestServer(app, host="127.0.0.1") as server:
-        yield Cli(str(server.make_url("")).rstrip("/"), capsys)
+    aiohttp_server: AiohttpServer,
+) -> Cli:
+    server = await aiohttp_server(create_admin_app(manager, settings, envoys_view=lambda: envoys))
+    return Cli(str(server.make_url("")).rstrip("/"), capsys)
 
 
 async def test_status_prints_the_pods_and_with_json_the_apis_answers(

@@ -15,6 +15,7 @@ import pytest
 from admin_support import NAMESPACE, SERVICE, TOKEN, given_service
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
+from pytest_aiohttp import AiohttpServer
 
 from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.admin.envoy_status import EnvoyStatus, envoy_status
@@ -68,16 +69,14 @@ def chromium() -> str:
 
 @pytest.fixture
 async def server(
-    manager: StatefulRouteManager, settings: AdminSettings
-) -> AsyncIterator[TestServer]:
+    aiohttp_server: AiohttpServer, manager: StatefulRouteManager, settings: AdminSettings
+) -> TestServer:
     """games/lobby with 3 pods; alice on pod 1, the hostile uid on pod 2; one Envoy."""
     await given_service(manager, pods=3)
     await manager.migrate_user(NAMESPACE, SERVICE, "alice", 1, "seed")
     await manager.migrate_user(NAMESPACE, SERVICE, HOSTILE_UID, 2, "seed")
     await manager.report_load(NAMESPACE, SERVICE, 0, LoadReport(load_state=72, active_requests=9))
-    test_server = TestServer(create_admin_app(manager, settings, envoys_view=envoys))
-    async with test_server:
-        yield test_server
+    return await aiohttp_server(create_admin_app(manager, settings, envoys_view=envoys))
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import Pod, Service, ServiceKey, ServiceSettings
@@ -57,11 +58,12 @@ async def xds(manager: StatefulRouteManager) -> AsyncIterator[XdsServer]:
 
 
 @pytest.fixture
-async def client(manager: StatefulRouteManager, xds: XdsServer) -> AsyncIterator[Client]:
+async def client(
+    aiohttp_client: AiohttpClient, manager: StatefulRouteManager, xds: XdsServer
+) -> Client:
     app = web.Application()
     app.router.add_routes(MissPath(manager, AdminMetrics(), xds).routes())
-    async with TestClient(TestServer(app)) as client:
-        yield client
+    return await aiohttp_client(app)
 
 
 async def test_a_new_user_is_bound_and_told_the_scope_of_its_pod(
