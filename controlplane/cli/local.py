@@ -15,6 +15,7 @@ from controlplane.errors import InvalidInput, StatefulRouteError
 if TYPE_CHECKING:
     from controlplane.runtime.stack import LocalStack
 
+
 def add_commands(commands: Any) -> None:
     """``serve`` and ``demo``, on the parser's subcommands (``commands``)."""
     serve = commands.add_parser("serve", help="run the control plane")
