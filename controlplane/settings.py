@@ -13,8 +13,13 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
 
 from controlplane.admin.config import AdminSettings
 from controlplane.domain import Pod, ServiceSettings
@@ -114,24 +119,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings, _ConfigFileSource(settings_cls)
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return init_settings, env_settings
+        read_config_file(path)  # pydantic-settings reads a missing or broken file as empty
+        file: PydanticBaseSettingsSource = (
+            TomlConfigSettingsSource(settings_cls, toml_file=path)
+            if path.suffix == ".toml"
+            else YamlConfigSettingsSource(settings_cls, yaml_file=path)
+        )
+        return init_settings, env_settings, file
 
 
+# The file named by ``Settings.load(path)``, below the environment and flags.
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """The file named by ``Settings.load(path)``, below the environment and flags."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self().get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        path = _CONFIG_FILE.get()
-        return read_config_file(path) if path else {}
-
-
 def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's sections, or an InvalidInput that says what is wrong with it."""
     try:
         text = path.read_text()
     except OSError as exc:
