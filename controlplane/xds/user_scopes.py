@@ -105,6 +105,7 @@ class UserGroup:
     table: ScopeTable
     snapshot: ScopeSnapshot
     by_header: dict[str, list[ServiceKey]]
+    header_of: dict[ServiceKey, str]  # the same pairs, looked up on every arrival
 
 
 class UserScopes:
@@ -125,7 +126,7 @@ class UserScopes:
         """Whether the user's scope, in some group, still names a pod that is not ``labelled``
         (one that failed: its users' requests go where Envoy's balancer picks)."""
         for group in self._groups.values():
-            header = dict(group.services).get(service)
+            header = group.header_of.get(service)
             if header is None:
                 continue
             placement = group.table.placement(user_key(group.table.uid_headers, header, uid))
@@ -139,10 +140,9 @@ class UserScopes:
         staged, self._staged = self._staged, set()
         changed, regrouped = False, set()
         for name, group in self._groups.items():
-            headers = dict(group.services)
             placements = group.table.placements_changed
             for service, uid in staged:
-                header = headers.get(service)
+                header = group.header_of.get(service)
                 if header is not None:
                     changed = self._point(group, header, uid) or changed
             if group.table.placements_changed != placements:
@@ -160,7 +160,9 @@ class UserScopes:
         for key, header in shape:
             by_header.setdefault(header, []).append(key)
         table = ScopeTable(sorted(by_header), self._epoch)
-        group = self._groups[name] = UserGroup(shape, table, ScopeSnapshot(table), by_header)
+        group = self._groups[name] = UserGroup(
+            shape, table, ScopeSnapshot(table), by_header, dict(shape)
+        )
         for key, header in shape:
             for uid in self._user_routes(key):
                 self._point(group, header, uid)
@@ -175,7 +177,7 @@ class UserScopes:
         """The user's placement in the group as the sticky table has it now (staged or not),
         and the key of its own scope; None if the group does not serve the service."""
         group = self._groups.get(name)
-        header = dict(group.services).get(service) if group else None
+        header = group.header_of.get(service) if group else None
         if group is None or header is None:
             return None
         return self._placement(group, header, uid), user_key(group.table.uid_headers, header, uid)
