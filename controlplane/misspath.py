@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import RouteRequest, ServiceKey, parse
@@ -56,7 +55,6 @@ class MissPath:
         uid = request.headers.get(UID_HEADER, "")
         group = request.headers.get(GROUP_HEADER, "")
         try:
-            await self._manager.service(ServiceKey.of(namespace, name))
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
             await self._metrics.timed_route(self._manager.route_request, route)
         except InvalidInput as exc:
@@ -66,12 +64,11 @@ class MissPath:
         except (NoHealthyPods, StoreUnavailable) as exc:
             # The filter then selects the balanced route: Envoy places the request itself.
             return web.Response(status=503, text=exc.message)
-        except RedisError:
-            return web.Response(status=503, text="redis is unreachable and the service unknown")
-        found = await self._xds.scope_for(group, ServiceKey(namespace, name), uid, SCOPE_WAIT_S)
+        key = ServiceKey(route.namespace, route.service_name)
+        found = await self._xds.scope_for(group, key, uid, SCOPE_WAIT_S)
         if found is None:  # no Envoy of that group here: none it could select
             return web.Response(status=503, text=f"no Envoy of node group {group!r} here")
-        key, live = found
+        scope, live = found
         if not live:
-            log.warning("scope_not_acknowledged group=%r service=%s/%s", group, namespace, name)
-        return web.Response(status=200, headers={SCOPE_KEY_HEADER: key})
+            log.warning("scope_not_acknowledged group=%r service=%s", group, key)
+        return web.Response(status=200, headers={SCOPE_KEY_HEADER: scope})
