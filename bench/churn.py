@@ -286,37 +286,23 @@ async def one_size(
                     note=f"in chunks of {LOAD_CHUNK:,}, each chunk one delta push",
                 )
             )
-            scenario.add(
-                Figure(
-                    f"Envoy heap per bound user, {label}",
-                    (heap - heap0) / users,
-                    "bytes",
-                    higher_is_better=False,
-                    note=f"/memory allocated {heap0 / 2**20:.1f} MiB with no user, "
-                    f"{heap / 2**20:.1f} MiB with {users:,}",
-                )
+            memory = (
+                ("Envoy heap", heap0, heap, "Envoy's /memory allocated"),
+                ("Envoy RSS", rss0, rss, "Envoy's RSS"),
+                # This process: sticky table, scope table, delta stream state, the users list.
+                ("control plane RSS", own0, own, "this process's RSS"),
             )
-            scenario.add(
-                Figure(
-                    f"Envoy RSS per bound user, {label}",
-                    (rss - rss0) / users,
-                    "bytes",
-                    higher_is_better=False,
-                    note=f"RSS {rss0 / 2**20:.1f} MiB with no user, {rss / 2**20:.1f} MiB "
-                    f"with {users:,}",
+            for what, before, after, source_of in memory:
+                scenario.add(
+                    Figure(
+                        f"{what} per bound user, {label}",
+                        (after - before) / users,
+                        "bytes",
+                        higher_is_better=False,
+                        note=f"{source_of}: {before / 2**20:.1f} MiB with no user, "
+                        f"{after / 2**20:.1f} MiB with {users:,}",
+                    )
                 )
-            )
-            scenario.add(
-                Figure(
-                    f"control plane RSS per bound user, {label}",
-                    (own - own0) / users,
-                    "bytes",
-                    higher_is_better=False,
-                    note=f"this process (sticky table, scope table, delta stream state, and the "
-                    f"bench's own list of users): {own0 / 2**20:.0f} MiB before, "
-                    f"{own / 2**20:.0f} MiB with {users:,}",
-                )
-            )
             churn = Churn(source, key, stack, url, session, rate)
             probe_every = max(1, round(rate / 20))  # ~20 probed arrivals a second
             if throughput:
