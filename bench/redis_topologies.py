@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
 
 from bench._common import Figure, Scenario
-from controlplane.domain import Pod, RouteRequest, Service
+from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_cluster import RedisClusterNodes
 from controlplane.runtime.redis_server import RedisServer
@@ -38,7 +38,9 @@ async def client(
     for name in names:
         await manager.register_service(Service(namespace="bench", name=name))
         for index in range(8):
-            await manager.upsert_pod("bench", name, Pod(index=index, host="127.0.0.1", port=9000))
+            await manager.upsert_pod(
+                ServiceKey("bench", name), Pod(index=index, host="127.0.0.1", port=9000)
+            )
     requests = [
         RouteRequest(namespace="bench", service=names[i % services], uid=f"u{i}")
         for i in range(users)

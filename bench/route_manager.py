@@ -16,7 +16,7 @@ import json
 from collections.abc import Awaitable, Callable
 
 from bench._common import Figure, Scenario, rate
-from controlplane.domain import Pod, RouteRequest, Service, ServiceSettings, Strategy
+from controlplane.domain import Pod, RouteRequest, Service, ServiceKey, ServiceSettings, Strategy
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.store import Store, connect
@@ -31,7 +31,9 @@ async def run(users: int, concurrency: int) -> dict[str, float]:
         settings = ServiceSettings(strategy=Strategy.BOUNDED_HASH)
         await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
         for i in range(8):
-            await manager.upsert_pod(NS, SVC, Pod(index=i, host="127.0.0.1", port=9000 + i))
+            await manager.upsert_pod(
+                ServiceKey(NS, SVC), Pod(index=i, host="127.0.0.1", port=9000 + i)
+            )
 
         def route(prefix: str) -> Callable[[int], Awaitable[object]]:
             def one(i: int) -> Awaitable[object]:

@@ -91,8 +91,8 @@ class StatefulRouteManager:
         self._services.changed(service.key, forget=True)
         return service
 
-    async def delete_service(self, namespace: str, service: str) -> None:
-        key = (await self._services.named(namespace, service)).service.key
+    async def delete_service(self, key: ServiceKey) -> None:
+        await self._services.get(key)  # UnknownService if there is none
         await self.store.registry.delete_service(key)
         self.sticky.drop_service(key)
         self._services.changed(key, forget=True)
@@ -108,9 +108,9 @@ class StatefulRouteManager:
     async def services(self) -> list[Service]:
         return await self._services.services()
 
-    async def upsert_pod(self, namespace: str, service: str, pod: Pod) -> Pod:
+    async def upsert_pod(self, key: ServiceKey, pod: Pod) -> Pod:
         """Register a pod, or change its address and weight (its health is kept)."""
-        cached = await self._services.named(namespace, service)
+        cached = await self._services.get(key)
         current = cached.pods.get(pod.index)
         if current is not None:
             pod = pod.model_copy(update={"health": current.health, "load": current.load})
@@ -122,9 +122,9 @@ class StatefulRouteManager:
         self._services.changed(cached.service.key, forget=True)
         return pod
 
-    async def remove_pod(self, namespace: str, service: str, index: int) -> FailoverEvent | None:
+    async def remove_pod(self, key: ServiceKey, index: int) -> FailoverEvent | None:
         """Remove a pod; its users are moved to the other pods first."""
-        cached = await self._services.named(namespace, service)
+        cached = await self._services.get(key)
         cached.pod(index)
         event = None
         if cached.users.get(index, 0):
@@ -133,8 +133,8 @@ class StatefulRouteManager:
         self._services.changed(cached.service.key, forget=True)
         return event
 
-    async def report_load(self, namespace: str, service: str, index: int, load: LoadReport) -> None:
-        cached = await self._services.named(namespace, service)
+    async def report_load(self, key: ServiceKey, index: int, load: LoadReport) -> None:
+        cached = await self._services.get(key)
         pod = cached.pod(index)
         update: dict[str, object] = {"reported_at": load.reported_at or self._clock()}
         if load.requests_total is None:  # one reporter counts requests (Envoy), another not
@@ -159,79 +159,75 @@ class StatefulRouteManager:
         return await self.router.replay_pending_binds()
 
     async def get_best_pod(
-        self, namespace: str, service: str, strategy: Strategy | None = None, uid: str = ""
+        self, key: ServiceKey, strategy: Strategy | None = None, uid: str = ""
     ) -> int:
         """The pod the strategy would give a new user now (nothing is bound)."""
-        cached = await self._services.named(namespace, service)
+        cached = await self._services.get(key)
         chosen = strategy or cached.service.settings.strategy
         return cached.balancer(chosen).pick(cached.candidates(), uid)
 
-    async def get_binding(self, namespace: str, service: str, uid: str) -> Binding:
-        return await self.router.get_binding(await self._services.named(namespace, service), uid)
+    async def get_binding(self, key: ServiceKey, uid: str) -> Binding:
+        return await self.router.get_binding(await self._services.get(key), uid)
 
-    async def unbind_user(self, namespace: str, service: str, uid: str) -> Binding:
-        return await self.router.unbind_user(await self._services.named(namespace, service), uid)
+    async def unbind_user(self, key: ServiceKey, uid: str) -> Binding:
+        return await self.router.unbind_user(await self._services.get(key), uid)
 
     async def migrate_user(
-        self, namespace: str, service: str, uid: str, target: int, reason: str = "operator"
+        self, key: ServiceKey, uid: str, target: int, reason: str = "operator"
     ) -> Binding:
         """Move one user to pod ``target`` (binding it if it was not bound)."""
         check_uid(uid)
-        cached = await self._services.named(namespace, service, fresh=True)
+        cached = await self._services.get(key, fresh=True)
         return await self.failover.migrate_user(cached, uid, target, reason)
 
     async def users_on_pod(
-        self, namespace: str, service: str, index: int, *, cursor: int = 0, limit: int = 100
+        self, key: ServiceKey, index: int, *, cursor: int = 0, limit: int = 100
     ) -> UsersPage:
         """A page of the users bound to pod ``index``, resuming at ``cursor`` (see
         BindingStore.users_page: a page may hold more than ``limit``)."""
-        cached = await self._services.named(namespace, service, fresh=True)
+        cached = await self._services.get(key, fresh=True)
         return await self.router.users_on_pod(cached, index, cursor, limit)
 
     # -- health and failover ---------------------------------------------------------------
 
     async def update_pod_health(
-        self, namespace: str, service: str, index: int, report: HealthReport
+        self, key: ServiceKey, index: int, report: HealthReport
     ) -> Transition:
         """Feed one health observation into the pod's state machine (and fail over if due)."""
         signal = HealthSignal.CHECK_PASSED if report.is_healthy else HealthSignal.CHECK_FAILED
-        transition = await self.signal_pod(namespace, service, index, signal, report.reason)
+        transition = await self.signal_pod(key, index, signal, report.reason)
         if report.response_time_ms is not None:
-            load = (await self._services.get(ServiceKey(namespace, service))).pods[index].load
+            load = (await self._services.get(key)).pods[index].load
             sample = report.response_time_ms
-            await self.report_load(
-                namespace, service, index, load.with_response_time(sample, self._clock())
-            )
+            await self.report_load(key, index, load.with_response_time(sample, self._clock()))
         return transition
 
     async def signal_pod(
-        self, namespace: str, service: str, index: int, signal: HealthSignal, reason: str = ""
+        self, key: ServiceKey, index: int, signal: HealthSignal, reason: str = ""
     ) -> Transition:
         """Apply a health signal; moves the pod's users when it fails, records what happened."""
-        return (await self._signal_pod(namespace, service, index, signal, reason))[0]
+        return (await self._signal_pod(key, index, signal, reason))[0]
 
     async def _signal_pod(
-        self, namespace: str, service: str, index: int, signal: HealthSignal, reason: str
+        self, key: ServiceKey, index: int, signal: HealthSignal, reason: str
     ) -> tuple[Transition, FailoverEvent | None]:
-        cached = await self._services.named(namespace, service)
+        cached = await self._services.get(key)
         return await self.health.signal(cached, index, signal, reason)
 
     async def handle_pod_failure(
-        self, namespace: str, service: str, index: int, reason: str = "operator"
+        self, key: ServiceKey, index: int, reason: str = "operator"
     ) -> FailoverEvent | None:
         """Mark the pod DOWN and move every user it still holds to eligible pods.
 
         On a replica that is not the leader, the leader moves them (within its reconcile
         interval) and this returns None.
         """
-        transition, event = await self._signal_pod(
-            namespace, service, index, HealthSignal.FAIL, reason
-        )
+        transition, event = await self._signal_pod(key, index, HealthSignal.FAIL, reason)
         if not self.is_leader():
             return None
         if transition.failed:
             return event
-        cached = await self._services.named(namespace, service, fresh=True)
+        cached = await self._services.get(key, fresh=True)
         if not cached.users.get(index, 0):
             return None
         # Already failed before, but users remain (a move was interrupted): finish the job.
@@ -239,8 +235,7 @@ class StatefulRouteManager:
 
     async def drain_pod(
         self,
-        namespace: str,
-        service: str,
+        key: ServiceKey,
         index: int,
         reason: str = "operator",
         *,
@@ -254,30 +249,29 @@ class StatefulRouteManager:
         """
         if move_users_per_s is not None and not move_users_per_s > 0:
             raise InvalidInput("move_users_per_s must be above 0", field="move_users_per_s")
-        transition = await self.signal_pod(namespace, service, index, HealthSignal.DRAIN, reason)
+        transition = await self.signal_pod(key, index, HealthSignal.DRAIN, reason)
         if move_users_per_s is None:
             return transition
-        cached = await self._services.named(namespace, service)
+        cached = await self._services.get(key)
         return await self.health.drain_at_rate(cached, index, move_users_per_s, transition)
 
     async def recover_pod(
         self,
-        namespace: str,
-        service: str,
+        key: ServiceKey,
         index: int,
         *,
         rebalance: bool = False,
         reason: str = "operator",
     ) -> Transition:
         """Make the pod eligible again; with ``rebalance``, move it its fair share of users."""
-        transition = await self.signal_pod(namespace, service, index, HealthSignal.RECOVER, reason)
+        transition = await self.signal_pod(key, index, HealthSignal.RECOVER, reason)
         if rebalance:
-            cached = await self._services.named(namespace, service, fresh=True)
+            cached = await self._services.get(key, fresh=True)
             await self.failover.rebalance_onto(cached, index)
         return transition
 
-    async def get_service_load_status(self, namespace: str, service: str) -> dict[int, PodStatus]:
-        cached = await self._services.named(namespace, service, fresh=True)
+    async def get_service_load_status(self, key: ServiceKey) -> dict[int, PodStatus]:
+        cached = await self._services.get(key, fresh=True)
         return {
             index: PodStatus.of(pod, cached.users.get(index, 0))
             for index, pod in sorted(cached.pods.items())
@@ -285,8 +279,7 @@ class StatefulRouteManager:
 
     async def get_failover_history(
         self,
-        namespace: str,
-        service: str,
+        key: ServiceKey,
         limit: int | None = None,
         *,
         pod: int | None = None,
@@ -294,7 +287,7 @@ class StatefulRouteManager:
     ) -> list[FailoverEvent]:
         """The kept events, newest first; with ``pod`` or ``kind``, only those of that pod or
         type (``limit`` counts the events that match)."""
-        keys = (await self._services.named(namespace, service)).keys
+        keys = (await self._services.get(key)).keys
         if pod is None and kind is None:
             return await self.store.history.recent(keys, limit)
         matching = [

@@ -145,7 +145,7 @@ class Server:
             )
             await self.manager.register_service(service)
             for pod in config.pods:
-                await self.manager.upsert_pod(config.namespace, config.name, pod)
+                await self.manager.upsert_pod(service.key, pod)
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)

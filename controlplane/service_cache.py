@@ -119,10 +119,6 @@ class ServiceCache:
             log.warning("view_stale service=%s reason=redis_unreachable", key)
             return cached
 
-    async def named(self, namespace: str, service: str, *, fresh: bool = False) -> CachedService:
-        """The service named by a caller (names checked; UnknownService if none)."""
-        return await self.get(ServiceKey.of(namespace, service), fresh=fresh)
-
     def last(self, key: ServiceKey) -> CachedService | None:
         """The last copy read, however old (None if never read): better than no answer."""
         return self._services.get(key)

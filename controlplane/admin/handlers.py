@@ -135,7 +135,7 @@ async def put_service(request: web.Request) -> web.Response:
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    await _context(request).manager.delete_service(*service_key(request))
+    await _context(request).manager.delete_service(service_key(request))
     return web.Response(status=204)
 
 
@@ -144,7 +144,7 @@ async def failovers(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", minimum=1, maximum=MAX_HISTORY_LIMIT)
     pod = query_int(request, "pod", minimum=0, maximum=MAX_POD_INDEX)
     kind = query_choice(request, "type", FailoverType)
-    history = await _context(request).manager.get_failover_history(*key, limit, pod=pod, kind=kind)
+    history = await _context(request).manager.get_failover_history(key, limit, pod=pod, kind=kind)
     return json_response(history)
 
 
@@ -152,7 +152,7 @@ async def failovers(request: web.Request) -> web.Response:
 
 
 async def list_pods(request: web.Request) -> web.Response:
-    status = await _context(request).manager.get_service_load_status(*service_key(request))
+    status = await _context(request).manager.get_service_load_status(service_key(request))
     return json_response(list(status.values()))
 
 
@@ -160,7 +160,7 @@ async def pod_users(request: web.Request) -> web.Response:
     key, index = service_key(request), pod_index(request)
     cursor = query_int(request, "cursor", minimum=0, maximum=MAX_CURSOR) or 0
     limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE_LIMIT) or DEFAULT_PAGE_LIMIT
-    page = await _context(request).manager.users_on_pod(*key, index, cursor=cursor, limit=limit)
+    page = await _context(request).manager.users_on_pod(key, index, cursor=cursor, limit=limit)
     return json_response(PodUsers.of(page))
 
 
@@ -168,14 +168,14 @@ async def put_pod(request: web.Request) -> web.Response:
     key = service_key(request)
     spec = await read_body(request, PodSpec)
     manager = _context(request).manager
-    pod = await manager.upsert_pod(*key, spec.to_pod())
+    pod = await manager.upsert_pod(key, spec.to_pod())
     return json_response(await _pod_status(manager, key, pod.index))
 
 
 async def delete_pod(request: web.Request) -> web.Response:
     key, index = service_key(request), pod_index(request)
     context = _context(request)
-    event = await context.manager.remove_pod(*key, index)
+    event = await context.manager.remove_pod(key, index)
     return json_response(PodRemoval(pod_index=index, failover=event))
 
 
@@ -198,27 +198,27 @@ async def _drain(
     manager: StatefulRouteManager, key: ServiceKey, index: int, action: DrainAction
 ) -> None:
     await manager.drain_pod(
-        *key, index, reason=action.reason, move_users_per_s=action.move_users_per_s
+        key, index, reason=action.reason, move_users_per_s=action.move_users_per_s
     )
 
 
 async def _recover(
     manager: StatefulRouteManager, key: ServiceKey, index: int, action: RecoverAction
 ) -> None:
-    await manager.recover_pod(*key, index, rebalance=action.rebalance, reason=action.reason)
+    await manager.recover_pod(key, index, rebalance=action.rebalance, reason=action.reason)
 
 
 async def _fail(
     manager: StatefulRouteManager, key: ServiceKey, index: int, action: PodAction
 ) -> FailoverEvent | None:
-    return await manager.handle_pod_failure(*key, index, reason=action.reason)
+    return await manager.handle_pod_failure(key, index, reason=action.reason)
 
 
 async def report_load(request: web.Request) -> web.Response:
     key, index = service_key(request), pod_index(request)
     load = await read_body(request, LoadReport)
     manager = _context(request).manager
-    await manager.report_load(*key, index, load)
+    await manager.report_load(key, index, load)
     return json_response(await _pod_status(manager, key, index))
 
 
@@ -239,7 +239,7 @@ async def fail_pod(request: web.Request) -> web.Response:
 
 async def get_user(request: web.Request) -> web.Response:
     key, user = service_key(request), uid(request)
-    binding = await _context(request).manager.get_binding(*key, user)
+    binding = await _context(request).manager.get_binding(key, user)
     return json_response(BindingView.of(binding))
 
 
@@ -247,14 +247,14 @@ async def migrate_user(request: web.Request) -> web.Response:
     key, user = service_key(request), uid(request)
     migration = await read_body(request, Migration)
     binding = await _context(request).manager.migrate_user(
-        *key, user, migration.pod, migration.reason
+        key, user, migration.pod, migration.reason
     )
     return json_response(BindingView.of(binding))
 
 
 async def unbind_user(request: web.Request) -> web.Response:
     key, user = service_key(request), uid(request)
-    binding = await _context(request).manager.unbind_user(*key, user)
+    binding = await _context(request).manager.unbind_user(key, user)
     return json_response(BindingView.of(binding))
 
 
@@ -269,7 +269,7 @@ async def route(request: web.Request) -> web.Response:
 
 
 async def _pod_status(manager: StatefulRouteManager, key: ServiceKey, index: int) -> PodStatus:
-    status = (await manager.get_service_load_status(*key)).get(index)
+    status = (await manager.get_service_load_status(key)).get(index)
     if status is None:  # removed by someone else in the meantime
         raise UnknownPod(f"pod {index} is not registered in {key}", pod=index)
     return status

@@ -126,7 +126,7 @@ class AdminMetrics:
         try:
             for service in await manager.services():
                 try:
-                    pods = await manager.get_service_load_status(service.namespace, service.name)
+                    pods = await manager.get_service_load_status(service.key)
                 except UnknownService:
                     continue  # deleted since it was listed
                 for index, pod in pods.items():

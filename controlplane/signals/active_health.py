@@ -88,7 +88,7 @@ class ActiveHealthChecker:
         )
         for pod, report in zip(state.pods, reports, strict=True):
             try:
-                await self._manager.update_pod_health(key.namespace, key.name, pod.index, report)
+                await self._manager.update_pod_health(key, pod.index, report)
             except StatefulRouteError as exc:  # the pod was removed meanwhile
                 log.info("health_skip service=%s pod=%d error=%s", key, pod.index, exc.message)
 

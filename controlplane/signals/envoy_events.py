@@ -132,7 +132,7 @@ async def deliver_signal(
         return
     key, index = found
     try:
-        await manager.signal_pod(key.namespace, key.name, index, host.signal, host.reason)
+        await manager.signal_pod(key, index, host.signal, host.reason)
     except StatefulRouteError as exc:  # the pod left meanwhile
         log.info("envoy_signal_skipped service=%s pod=%d error=%s", key, index, exc.message)
 
@@ -227,7 +227,7 @@ class AdminStatsPoller:
                 active_requests=requests, active_connections=connections, requests_total=total
             )
             try:
-                await self._manager.report_load(key.namespace, key.name, index, load)
+                await self._manager.report_load(key, index, load)
             except StatefulRouteError as exc:
                 log.info("envoy_load_skipped service=%s pod=%d error=%s", key, index, exc.message)
 

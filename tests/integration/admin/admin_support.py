@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from controlplane.domain import Pod, Service
+from controlplane.domain import Pod, Service, ServiceKey
 from controlplane.manager import StatefulRouteManager
 
 TOKEN = "test-token-0123456789abcdef"
@@ -23,7 +23,7 @@ async def given_service(manager: StatefulRouteManager, pods: int = 3) -> None:
     await manager.register_service(Service(namespace=NAMESPACE, name=SERVICE))
     for index in range(pods):
         await manager.upsert_pod(
-            NAMESPACE, SERVICE, Pod(index=index, host=f"10.0.0.{index}", port=8080)
+            ServiceKey(NAMESPACE, SERVICE), Pod(index=index, host=f"10.0.0.{index}", port=8080)
         )
 
 

@@ -19,7 +19,7 @@ from pytest_aiohttp import AiohttpServer
 
 from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.admin.envoy_status import EnvoyStatus, envoy_status
-from controlplane.domain import LoadReport
+from controlplane.domain import LoadReport, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.xds.clients import EnvoyView, Transport, TypeStatusView
 from tests.support.browser import Chromium, Page, find_chromium
@@ -73,9 +73,11 @@ async def server(
 ) -> TestServer:
     """games/lobby with 3 pods; alice on pod 1, the hostile uid on pod 2; one Envoy."""
     await given_service(manager, pods=3)
-    await manager.migrate_user(NAMESPACE, SERVICE, "alice", 1, "seed")
-    await manager.migrate_user(NAMESPACE, SERVICE, HOSTILE_UID, 2, "seed")
-    await manager.report_load(NAMESPACE, SERVICE, 0, LoadReport(load_state=72, active_requests=9))
+    await manager.migrate_user(ServiceKey(NAMESPACE, SERVICE), "alice", 1, "seed")
+    await manager.migrate_user(ServiceKey(NAMESPACE, SERVICE), HOSTILE_UID, 2, "seed")
+    await manager.report_load(
+        ServiceKey(NAMESPACE, SERVICE), 0, LoadReport(load_state=72, active_requests=9)
+    )
     return await aiohttp_server(create_admin_app(manager, settings, envoys_view=envoys))
 
 
@@ -247,7 +249,9 @@ async def test_the_request_rate_follows_the_pods_request_counter(
     total = 0
     for _ in range(8):  # 100 requests/s, as Envoy's stats poller would report them
         total += 50
-        await manager.report_load(NAMESPACE, SERVICE, 0, LoadReport(requests_total=total))
+        await manager.report_load(
+            ServiceKey(NAMESPACE, SERVICE), 0, LoadReport(requests_total=total)
+        )
         await asyncio.sleep(0.5)
     rate = await page.wait_for(f'Number(document.querySelector("{chart(0)}").dataset.rate) || 0')
     assert 40 < rate < 200
@@ -265,7 +269,7 @@ async def test_failing_a_pod_marks_it_on_the_pods_charts_and_the_failover_chart(
             for i in pods:
                 served[i] += 10 * (i + 1)
                 report = LoadReport(requests_total=served[i])
-                await manager.report_load(NAMESPACE, SERVICE, i, report)
+                await manager.report_load(ServiceKey(NAMESPACE, SERVICE), i, report)
             await asyncio.sleep(0.5)
 
     served = [0, 0, 0]

@@ -44,7 +44,7 @@ async def registered(store: Store, pods: int = 4) -> StatefulRouteManager:
     manager = StatefulRouteManager(store, view_ttl_s=0.5)
     await manager.register_service(Service(namespace=NS, name=SVC))
     for index in range(pods):
-        await manager.upsert_pod(NS, SVC, Pod(index=index, host="127.0.0.1", port=9000 + index))
+        await manager.upsert_pod(KEY, Pod(index=index, host="127.0.0.1", port=9000 + index))
     return manager
 
 

@@ -15,7 +15,7 @@ from controlplane.runtime.redis_cluster import RedisClusterNodes
 from controlplane.store import Store
 from controlplane.store.config import RedisSettings
 
-from .failover_load import NS, SVC, registered
+from .failover_load import KEY, NS, SVC, registered
 from .test_cluster_failover import assert_consistent
 
 
@@ -40,7 +40,7 @@ async def test_users_of_a_failed_pod_move_and_the_event_is_recorded(
 ) -> None:
     before = await asyncio.gather(*(route(manager, f"u{i}") for i in range(400)))
     on_failed = before.count(2)
-    event = await manager.handle_pod_failure(NS, SVC, 2, reason="crashed")
+    event = await manager.handle_pod_failure(KEY, 2, reason="crashed")
     assert event is not None
     assert event.affected_users == on_failed > 0
     after = await asyncio.gather(*(route(manager, f"u{i}") for i in range(400)))
@@ -48,20 +48,20 @@ async def test_users_of_a_failed_pod_move_and_the_event_is_recorded(
     assert [a for a, b in zip(after, before, strict=True) if b != 2] == [
         b for b in before if b != 2
     ]
-    assert (await manager.get_failover_history(NS, SVC))[0] == event
+    assert (await manager.get_failover_history(KEY))[0] == event
     await assert_consistent(manager.store)
 
 
 async def test_failed_health_checks_mark_a_pod_down_once(manager: StatefulRouteManager) -> None:
     down = HealthReport(is_healthy=False, reason="connect refused")
-    states = [(await manager.update_pod_health(NS, SVC, 0, down)).health.state for _ in range(3)]
+    states = [(await manager.update_pod_health(KEY, 0, down)).health.state for _ in range(3)]
     assert states == [PodState.SUSPECT, PodState.SUSPECT, PodState.DOWN]
 
 
 async def test_a_migrated_user_stays_on_its_new_pod(manager: StatefulRouteManager) -> None:
     first = await route(manager, "alice")
     target = (first + 1) % 4
-    await manager.migrate_user(NS, SVC, "alice", target)
+    await manager.migrate_user(KEY, "alice", target)
     assert await route(manager, "alice") == target
     await assert_consistent(manager.store)
 

@@ -49,7 +49,7 @@ def make_service(manager: StatefulRouteManager) -> MakeService:
         await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
         for index, weight in enumerate(weights):
             pod = Pod(index=index, host="127.0.0.1", port=9000 + index, weight=weight)
-            await manager.upsert_pod(NS, SVC, pod)
+            await manager.upsert_pod(KEY, pod)
         return manager
 
     return make

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from controlplane.domain import Pod, RouteRequest, parse
+from controlplane.domain import Pod, RouteRequest, ServiceKey, parse
 from controlplane.errors import InvalidInput, StatefulRouteError, UnknownPod
 from tests.support.redis_dump import redis_dump
 
-from .conftest import NS, SVC, MakeService
+from .conftest import KEY, NS, SVC, MakeService
 
 TOO_LONG = "x" * 257
 
@@ -58,14 +58,14 @@ def test_bad_pods_are_invalid_input(fields: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("call", "error"),
     [
-        (lambda m: m.migrate_user(NS, SVC, "alice", -1), InvalidInput),
-        (lambda m: m.migrate_user(NS, SVC, "alice", 7), UnknownPod),
-        (lambda m: m.migrate_user(NS, SVC, "al\nice", 1), InvalidInput),
-        (lambda m: m.handle_pod_failure(NS, SVC, -2), InvalidInput),
-        (lambda m: m.handle_pod_failure(NS, SVC, 4), UnknownPod),
-        (lambda m: m.drain_pod(NS, "", 0), InvalidInput),
-        (lambda m: m.recover_pod(TOO_LONG, SVC, 0), InvalidInput),
-        (lambda m: m.get_binding(NS, SVC, "x" * 300), InvalidInput),
+        (lambda m: m.migrate_user(KEY, "alice", -1), InvalidInput),
+        (lambda m: m.migrate_user(KEY, "alice", 7), UnknownPod),
+        (lambda m: m.migrate_user(KEY, "al\nice", 1), InvalidInput),
+        (lambda m: m.handle_pod_failure(KEY, -2), InvalidInput),
+        (lambda m: m.handle_pod_failure(KEY, 4), UnknownPod),
+        (lambda m: m.drain_pod(ServiceKey.of(NS, ""), 0), InvalidInput),
+        (lambda m: m.recover_pod(ServiceKey.of(TOO_LONG, SVC), 0), InvalidInput),
+        (lambda m: m.get_binding(KEY, "x" * 300), InvalidInput),
     ],
 )
 async def test_bad_manager_calls_raise_typed_errors_and_write_nothing(

@@ -20,7 +20,7 @@ async def service_with_users(manager: StatefulRouteManager, on_pod_zero: int) ->
     settings = ServiceSettings(strategy=Strategy.ROUND_ROBIN)
     await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
     for index in range(3):
-        await manager.upsert_pod(NS, SVC, Pod(index=index, host="127.0.0.1", port=9000 + index))
+        await manager.upsert_pod(KEY, Pod(index=index, host="127.0.0.1", port=9000 + index))
     for i in range(3 * on_pod_zero):
         await manager.route_request(RouteRequest(namespace=NS, service=SVC, uid=f"u{i}"))
 
@@ -39,7 +39,7 @@ async def seconds_until_empty(store: Store, pod: int, deadline_s: float) -> floa
 async def drain_events(manager: StatefulRouteManager) -> list[tuple[str, int]]:
     return [
         (event.reason, event.affected_users)
-        for event in await manager.get_failover_history(NS, SVC)
+        for event in await manager.get_failover_history(KEY)
         if event.type is FailoverType.USER_MIGRATED
     ]
 
@@ -49,7 +49,7 @@ async def test_a_drain_moves_n_users_at_r_per_second_in_n_over_r_seconds(
     manager: StatefulRouteManager, store: Store, per_second: float, users: int
 ) -> None:
     await service_with_users(manager, users)
-    await manager.drain_pod(NS, SVC, 0, move_users_per_s=per_second)
+    await manager.drain_pod(KEY, 0, move_users_per_s=per_second)
     took = await seconds_until_empty(store, 0, deadline_s=3 * users / per_second)
     assert took == pytest.approx(users / per_second, rel=0.1)
     for _ in range(100):  # the mover records its event once it finds the pod empty
@@ -73,7 +73,7 @@ async def test_a_drain_asked_of_a_follower_is_moved_by_the_leader_alone_at_the_r
     await service_with_users(follower, 8)
     task = asyncio.create_task(upkeep())
     try:
-        await follower.drain_pod(NS, SVC, 0, move_users_per_s=4)
+        await follower.drain_pod(KEY, 0, move_users_per_s=4)
         took = await seconds_until_empty(store, 0, deadline_s=6)
         # 8 users at 4/s: 2 s, plus at most one reconcile interval for the leader to start.
         assert took == pytest.approx(2.0, rel=0.1)

@@ -65,7 +65,7 @@ async def test_pod_zero_is_a_pod_like_any_other(make_service: MakeService) -> No
     manager = await make_service(weights=(1,))
     result = await manager.route_request(request("zed"))
     assert result.pod_index == 0
-    binding = await manager.get_binding(NS, SVC, "zed")
+    binding = await manager.get_binding(KEY, "zed")
     assert binding.pod == 0
 
 
@@ -75,21 +75,21 @@ async def test_user_left_on_a_failed_pod_is_placed_again_on_next_request(
     manager = await make_service(weights=(1, 1))
     first = await manager.route_request(request("mover"))
     other = 1 - first.pod_index
-    await manager.drain_pod(NS, SVC, other)
+    await manager.drain_pod(KEY, other)
     # With the only other pod draining, the failed pod's user has nowhere to go yet.
-    await manager.handle_pod_failure(NS, SVC, first.pod_index, reason="crashed")
-    assert (await manager.get_binding(NS, SVC, "mover")).pod == first.pod_index
-    await manager.recover_pod(NS, SVC, other)
+    await manager.handle_pod_failure(KEY, first.pod_index, reason="crashed")
+    assert (await manager.get_binding(KEY, "mover")).pod == first.pod_index
+    await manager.recover_pod(KEY, other)
     result = await manager.route_request(request("mover"))
     assert result.pod_index == other
     assert result.new_binding
-    assert (await manager.get_binding(NS, SVC, "mover")).pod == other
+    assert (await manager.get_binding(KEY, "mover")).pod == other
 
 
 async def test_no_eligible_pod_is_a_typed_error(make_service: MakeService) -> None:
     manager = await make_service(weights=(1, 1))
-    await manager.drain_pod(NS, SVC, 0)
-    await manager.drain_pod(NS, SVC, 1)
+    await manager.drain_pod(KEY, 0)
+    await manager.drain_pod(KEY, 1)
     with pytest.raises(NoHealthyPods):
         await manager.route_request(request("late"))
 
@@ -101,7 +101,7 @@ async def test_unknown_service_is_a_typed_error(manager: StatefulRouteManager) -
 
 async def test_get_best_pod_binds_nobody(make_service: MakeService, store: Store) -> None:
     manager = await make_service()
-    pod = await manager.get_best_pod(NS, SVC, uid="alice")
+    pod = await manager.get_best_pod(KEY, uid="alice")
     assert 0 <= pod < 4
     assert await store.bindings.count(store.keys(KEY)) == 0
 

@@ -45,14 +45,14 @@ async def test_failover_and_migration_move_routes_and_unbind_removes_them(
     manager = await make_service(weights=(1, 1, 1), strategy=Strategy.ROUND_ROBIN)
     for i in range(30):
         await routed(manager, f"u{i}")
-    await manager.handle_pod_failure(NS, SVC, 1)
+    await manager.handle_pod_failure(KEY, 1)
     table = await routes(manager)
     assert len(table) == 30
     assert 1 not in table.values()
     target = 2 if table["u0"] == 0 else 0
-    await manager.migrate_user(NS, SVC, "u0", target)
+    await manager.migrate_user(KEY, "u0", target)
     assert (await routes(manager))["u0"] == target
-    await manager.unbind_user(NS, SVC, "u0")
+    await manager.unbind_user(KEY, "u0")
     assert "u0" not in await routes(manager)
 
 
@@ -68,7 +68,7 @@ async def test_users_unseen_for_the_window_leave_the_routes_but_keep_their_bindi
     clock.now += 301
     assert manager.expire_routes() == 1
     assert set(await routes(manager)) == {"bob"}
-    assert (await manager.get_binding(NS, SVC, "alice")).pod == pod
+    assert (await manager.get_binding(KEY, "alice")).pod == pod
     assert await routed(manager, "alice") == pod
     assert set(await routes(manager)) == {"alice", "bob"}
 

@@ -43,7 +43,7 @@ async def manager(store: Store) -> AsyncIterator[StatefulRouteManager]:
     )
     for index in range(3):
         await manager.upsert_pod(
-            "games", "lobby", Pod(index=index, host="10.0.0.1", port=9000 + index)
+            ServiceKey("games", "lobby"), Pod(index=index, host="10.0.0.1", port=9000 + index)
         )
     yield manager
     await manager.close()
@@ -73,7 +73,7 @@ async def test_a_new_user_is_bound_and_told_the_scope_of_its_pod(
     first = await client.post(MISS_PATH, headers=asking("alice"))
     again = await client.post(MISS_PATH, headers=asking("alice"))
     assert first.status == again.status == 200
-    pod = (await manager.get_binding("games", "lobby", "alice")).pod
+    pod = (await manager.get_binding(ServiceKey("games", "lobby"), "alice")).pod
     key = f"=stateful-route:games/lobby={pod}"  # the placement's scope, not alice's own
     assert first.headers[SCOPE_KEY_HEADER] == again.headers[SCOPE_KEY_HEADER] == key
     assert manager.sticky.routes(ServiceKey("games", "lobby"))["alice"] == pod
@@ -84,7 +84,7 @@ async def test_a_group_with_no_envoy_here_gets_no_scope_but_the_user_is_bound(
 ) -> None:
     answer = await client.post(MISS_PATH, headers=asking("dave"))
     assert answer.status == 503  # the Lua filter then lets Envoy balance the request
-    assert (await manager.get_binding("games", "lobby", "dave")).pod in range(3)
+    assert (await manager.get_binding(ServiceKey("games", "lobby"), "dave")).pod in range(3)
 
 
 async def test_the_answer_waits_until_the_groups_envoys_hold_the_scope(

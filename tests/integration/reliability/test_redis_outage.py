@@ -37,7 +37,7 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
     manager = StatefulRouteManager(store)
     await manager.register_service(Service(namespace=KEY.namespace, name=KEY.name))
     for index in range(4):
-        await manager.upsert_pod(*KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
+        await manager.upsert_pod(KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
     before = {
         f"old-{i}": (await manager.route_request(ask(f"old-{i}"))).pod_index for i in range(50)
     }

@@ -65,7 +65,7 @@ async def two_replicas(
     tasks += [asyncio.create_task(s.publish_forever()) for s in syncs]
     await managers[0].register_service(Service(namespace=KEY.namespace, name=KEY.name))
     for index in range(3):
-        await managers[0].upsert_pod(*KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
+        await managers[0].upsert_pod(KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
 
     async def both_subscribed() -> bool:
         [(_, listeners)] = await store.redis.pubsub_numsub(store.keyspace.replicas_channel)
@@ -94,7 +94,7 @@ async def test_a_move_on_one_replica_reaches_the_routes_of_the_other(
     target = (pod + 1) % 3
     announced: list[object] = []
     two.sticky.observer = lambda key, uid: announced.append((key, uid))
-    await one.migrate_user(*KEY, "alice", target)
+    await one.migrate_user(KEY, "alice", target)
     for _ in range(50):
         if (await routes(two)).get("alice") == target:
             break
@@ -109,7 +109,7 @@ async def test_a_pod_change_on_one_replica_rebuilds_the_other(
     one, two = two_replicas
     announced: list[object] = []
     two.subscribe(announced.append)
-    await one.drain_pod(*KEY, 1)
+    await one.drain_pod(KEY, 1)
     for _ in range(50):
         if announced:
             break

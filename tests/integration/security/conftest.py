@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from controlplane.admin import AdminSettings, create_admin_app
-from controlplane.domain import Pod, RouteRequest, Service
+from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
@@ -31,7 +31,7 @@ async def seed(manager: StatefulRouteManager) -> None:
     await manager.register_service(Service(namespace=NAMESPACE, name=SERVICE))
     for index in range(3):
         await manager.upsert_pod(
-            NAMESPACE, SERVICE, Pod(index=index, host=f"10.0.0.{index}", port=8080)
+            ServiceKey(NAMESPACE, SERVICE), Pod(index=index, host=f"10.0.0.{index}", port=8080)
         )
     for uid in BOUND_USERS:
         await manager.route_request(RouteRequest(namespace=NAMESPACE, service=SERVICE, uid=uid))

@@ -63,9 +63,7 @@ async def test_a_pod_failing_its_checks_loses_its_users_and_comes_back_when_heal
         Service(namespace=KEY.namespace, name=KEY.name, settings=settings)
     )
     for index, pod in enumerate(pods):
-        await manager.upsert_pod(
-            KEY.namespace, KEY.name, Pod(index=index, host="127.0.0.1", port=pod.port)
-        )
+        await manager.upsert_pod(KEY, Pod(index=index, host="127.0.0.1", port=pod.port))
     for i in range(60):
         await manager.route_request(
             RouteRequest(namespace=KEY.namespace, service=KEY.name, uid=f"u{i}")
@@ -76,7 +74,7 @@ async def test_a_pod_failing_its_checks_loses_its_users_and_comes_back_when_heal
         pods[1].status = 503
         await checker.check_service(KEY)
         await checker.check_service(KEY)
-        status = await manager.get_service_load_status(KEY.namespace, KEY.name)
+        status = await manager.get_service_load_status(KEY)
         assert status[1].state is PodState.DOWN
         assert status[1].bound_users == 0
         assert sum(s.bound_users for s in status.values()) == 60
@@ -84,13 +82,13 @@ async def test_a_pod_failing_its_checks_loses_its_users_and_comes_back_when_heal
         pods[1].status = 200
         await checker.check_service(KEY)
         await checker.check_service(KEY)
-        status = await manager.get_service_load_status(KEY.namespace, KEY.name)
+        status = await manager.get_service_load_status(KEY)
         assert status[1].state is PodState.HEALTHY
         assert status[0].response_time_ms > 0
     finally:
         await checker.stop()
         await manager.close()
-    kinds = [e.type for e in await manager.get_failover_history(KEY.namespace, KEY.name)]
+    kinds = [e.type for e in await manager.get_failover_history(KEY)]
     assert kinds == [FailoverType.POD_RECOVERY, FailoverType.POD_FAILURE]
 
 
@@ -102,9 +100,7 @@ async def test_a_pod_that_does_not_listen_fails_its_checks(store: Store) -> None
             namespace=KEY.namespace, name=KEY.name, settings=ServiceSettings(health_check=checks)
         )
     )
-    await manager.upsert_pod(
-        KEY.namespace, KEY.name, Pod(index=0, host="127.0.0.1", port=free_port())
-    )
+    await manager.upsert_pod(KEY, Pod(index=0, host="127.0.0.1", port=free_port()))
     checker = ActiveHealthChecker(manager)
     await checker.start()
     try:
@@ -112,6 +108,6 @@ async def test_a_pod_that_does_not_listen_fails_its_checks(store: Store) -> None
     finally:
         await checker.stop()
         await manager.close()
-    status = await manager.get_service_load_status(KEY.namespace, KEY.name)
+    status = await manager.get_service_load_status(KEY)
     assert status[0].state is PodState.DOWN
     assert "health check failed" in status[0].reason
