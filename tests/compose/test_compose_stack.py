@@ -117,10 +117,10 @@ def get_json(url: str, token: str | None = None) -> Any:
 
 
 def every_pod_serves(stack: Stack) -> bool:
-    """Whether the control plane holds every pod healthy and Envoy every endpoint: `up --wait`
-    waits for Envoy and the control plane, and the pods' first checks, before they were up,
-    failed. Until then a user's scope may name a pod Envoy has no endpoint for yet, and Envoy
-    balances that user (docs/architecture.md)."""
+    """Whether the control plane holds every pod healthy and Envoy every endpoint. `up --wait`
+    waits for Envoy and the control plane only; their first checks of the pods, which start
+    after them, failed, and until the pods are healthy again a user's requests may reach more
+    than one pod (seen here: a user on pods 2 and 3 within five requests)."""
     pods = get_json(f"{stack.admin_url}{SERVICE_PATH}/pods", stack.project.token)
     clusters = get_json(f"{stack.envoy_admin_url}/clusters?format=json")["cluster_statuses"]
     (service,) = [c for c in clusters if c["name"] == cluster_name(ServiceKey(NAMESPACE, SERVICE))]
