@@ -4,10 +4,11 @@ The stack is built and brought up once for the module (``up --build -d``, under 
 of its own, published on engine-chosen loopback ports), then, in this order: users stay on
 their pods through Envoy; a pod is killed (SIGKILL) and its users are re-bound to other pods
 with no failed request after that; ``docker compose run --rm loadgen`` passes; a second
-``up -d`` recreates no container. ``down -v`` removes everything at the end, and an engine the
-test started is stopped by PID. Without an engine that can start, or without Compose v2, the
-tests skip saying why. Base images the engine lacks and cannot pull are built locally from
-Debian packages (tests/compose/base_images.py); cold, the module takes a few minutes.
+``up -d`` recreates no container; every container stops on SIGTERM. ``down -v`` removes
+everything at the end, and an engine the test started is stopped by PID. Without an engine
+that can start, or without Compose v2, the tests skip saying why. Base images the engine lacks
+and cannot pull are built locally from Debian packages (tests/compose/base_images.py); cold,
+the module takes a few minutes.
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ def every_pod_serves(stack: Stack) -> bool:
     waits for Envoy and the control plane only; their first checks of the pods, which start
     after them, failed, and until the pods are healthy again a user's requests may reach more
     than one pod (seen here: a user on pods 2 and 3 within five requests)."""
-    pods = get_json(f"{stack.admin_url}{SERVICE_PATH}/pods", stack.project.token)
-    clusters = get_json(f"{stack.envoy_admin_url}/clusters?format=json")["cluster_statuses"]
+    try:
+        pods = get_json(f"{stack.admin_url}{SERVICE_PATH}/pods", stack.project.token)
+        clusters = get_json(f"{stack.envoy_admin_url}/clusters?format=json")["cluster_statuses"]
+    except OSError:  # a published port not forwarding yet
+        return False
     (service,) = [c for c in clusters if c["name"] == cluster_name(ServiceKey(NAMESPACE, SERVICE))]
     endpoints = [
         host["health_status"]
