@@ -42,7 +42,8 @@ to pods, and ask which pod serves a user.
 issues>", "context": {...}}`. 400: malformed JSON or a bad name, uid, pod index or query \
 parameter; 401: missing or wrong token; 404: unknown service or pod, or an unbound user; \
 409: the state forbids it; 413: body larger than the server's limit; 422: JSON of the wrong \
-shape; 503: Redis unreachable, or no pod takes new users.
+shape; 429: the service binds no new user now (at a limit of its `new_users` settings); 503: \
+Redis unreachable, or no pod takes new users.
 """
 
 PATH_PARAMETERS: dict[str, tuple[str, Schema]] = {
@@ -62,6 +63,7 @@ ERROR_MEANINGS = {
     409: "The current state forbids it.",
     413: "The body is larger than the server accepts.",
     422: "The JSON body has the wrong shape.",
+    429: "The user is unbound and its service binds no new user now (`new_users` limits).",
     503: "Redis is unreachable, or no pod takes new users.",
 }
 

@@ -210,9 +210,10 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "POST", "/api/v1/route", h.route, "The pod for a user (binding it on first sight)",
-        "routing", Access.WRITE, RouteResult, body=RouteRequest, errors=_STATE,
+        "routing", Access.WRITE, RouteResult, body=RouteRequest, errors=(*_STATE, 429),
         description="Binds the user when it is unbound or its pod keeps no users, hence a "
-        "write. 503 `no_healthy_pods` when no pod takes new users.",
+        "write. 503 `no_healthy_pods` when no pod takes new users; 429 `new_users_limited` "
+        "when the user is unbound and the service is at a limit of its `new_users` settings.",
     ),
     Operation(
         "GET", "/api/v1/envoys", h.envoys, "Envoys connected to the xDS server", "envoys",
