@@ -22,7 +22,7 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
-from controlplane.domain import PodState
+from controlplane.domain import NewUserLimits, PodState
 from controlplane.errors import InvalidInput
 from controlplane.runtime.demo_pod import TOKEN_ENV
 from controlplane.runtime.envoy import EnvoyProcess, bundled_bootstrap, load_bootstrap
@@ -118,6 +118,7 @@ class StackConfig:
     host: str = "127.0.0.1"  # everything binds to loopback only
     health_interval_s: float = 1.0
     route_window_s: float = 600.0
+    new_users: NewUserLimits = field(default_factory=NewUserLimits)  # the demo service's bounds
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -267,6 +268,7 @@ class LocalStack:
                         "domains": ["*"],
                         "health_check": check,
                         "envoy": envoy,
+                        "new_users": self.config.new_users.model_dump(mode="json"),
                     },
                     "pods": [
                         {"index": i, "host": host, "port": port}
