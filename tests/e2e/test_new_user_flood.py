@@ -140,11 +140,13 @@ async def flood(url: str, requests: int, threads: int = 2) -> Flood:
         async def finished() -> bool:
             return wrk.returncode is not None or len(list(done.iterdir())) == threads
 
-        await eventually(finished, "wrk's threads sent their share", FLOOD_TIMEOUT_S)
-        seconds = loop.time() - started
-        with contextlib.suppress(ProcessLookupError):
-            wrk.send_signal(signal.SIGINT)  # wrk stops, and prints its summary
-        out, err = await asyncio.wait_for(wrk.communicate(), 30)
+        try:
+            await eventually(finished, "wrk's threads sent their share", FLOOD_TIMEOUT_S)
+        finally:
+            seconds = loop.time() - started
+            with contextlib.suppress(ProcessLookupError):
+                wrk.send_signal(signal.SIGINT)  # wrk stops, and prints its summary
+            out, err = await asyncio.wait_for(wrk.communicate(), 30)
     line = next((x for x in out.decode().splitlines() if x.startswith("FLOOD ")), None)
     assert line is not None, f"wrk printed no summary: {out.decode()} {err.decode()}"
     ok, other, socket_errors = map(int, line.split()[1:])
