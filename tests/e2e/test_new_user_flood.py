@@ -30,7 +30,11 @@ from controlplane.store import KeySpace
 from tests.e2e.conftest import SERVICE_PATH, Client
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.envoy,
+    pytest.mark.flood,  # in the suite; `-m "not flood"` leaves it out
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 FLOOD = 50_000
 BOUND_USERS = 50
