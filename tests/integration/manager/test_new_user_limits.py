@@ -24,7 +24,7 @@ async def limited(manager: StatefulRouteManager, limits: NewUserLimits) -> State
     settings = ServiceSettings(new_users=limits)
     await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
     for index in range(3):
-        await manager.upsert_pod(NS, SVC, Pod(index=index, host="127.0.0.1", port=9000 + index))
+        await manager.upsert_pod(KEY, Pod(index=index, host="127.0.0.1", port=9000 + index))
     return manager
 
 

@@ -99,7 +99,7 @@ async def test_without_redis_new_users_stay_within_the_bound_known_users_keep_th
         Service(namespace=KEY.namespace, name=KEY.name, settings=settings)
     )
     for index in range(4):
-        await manager.upsert_pod(*KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
+        await manager.upsert_pod(KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
     before = {
         f"old-{i}": (await manager.route_request(ask(f"old-{i}"))).pod_index for i in range(15)
     }
