@@ -39,6 +39,8 @@ def connect(
     }
     common |= _credentials(settings.username, settings.password, settings.password_file)
     common |= _tls(settings)
+    # A single server's client takes TLS from its url's scheme; the others from ssl=True.
+    ssl = {"ssl": True} if settings.uses_tls else {}
     match settings.topology:
         case RedisTopology.SINGLE:
             url = settings.url
@@ -46,13 +48,11 @@ def connect(
                 url = "rediss://" + url.removeprefix("redis://")
             return _single(url, common, max_connections, timeout_s)
         case RedisTopology.CLUSTER:
-            tls = {"ssl": True} if settings.uses_tls else {}
-            return _cluster(settings.cluster_nodes, common | tls, max_connections)
+            return _cluster(settings.cluster_nodes, common | ssl, max_connections)
         case RedisTopology.SENTINEL:
             assert settings.sentinel_master is not None  # the settings validate this
             pooling = {"max_connections": max_connections, "timeout": timeout_s}
-            tls = {"ssl": True} if settings.uses_tls else {}
-            return _sentinel(settings, settings.sentinel_master, common | pooling | tls)
+            return _sentinel(settings, settings.sentinel_master, common | pooling | ssl)
 
 
 class SecretCredentials(CredentialProvider):
@@ -98,8 +98,7 @@ def _credentials(
 
 
 def _tls(settings: RedisSettings) -> dict[str, Any]:
-    """redis-py's TLS options (a single server's client takes TLS from its rediss:// url, the
-    cluster and Sentinel clients from ``ssl=True``)."""
+    """redis-py's options of a TLS connection: which CA, which client certificate."""
     if not settings.uses_tls:
         return {}
     files = {
