@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from controlplane.domain import NewUserLimits, ServiceKey
 from controlplane.errors import InvalidInput
 from controlplane.runtime.ports import free_port
+from controlplane.runtime.redis_sentinel import SentinelSet
 from controlplane.runtime.redis_server import RedisServer, find_redis_binary
 from controlplane.settings import Settings
 from controlplane.store import Store, connect
@@ -235,3 +236,17 @@ async def test_without_a_client_certificate_the_server_refuses(
 ) -> None:
     with pytest.raises(RedisError):
         await works(over_tls(tls_server, tls_ca_file=tls_files["ca"]))
+
+
+async def test_a_sentinel_managed_primary_with_an_acl_user_binds_users() -> None:
+    with SentinelSet(user=(USER, SECRET)) as sentinels:
+        settings = RedisSettings(
+            sentinels=sentinels.addresses,
+            sentinel_master=sentinels.master_name,
+            username=USER,
+            password=SecretStr(SECRET),
+        )
+        assert await works(settings)
+        nobody = settings.model_copy(update={"password": SecretStr("not-" + SECRET)})
+        with pytest.raises(RedisError):
+            await works(nobody)
