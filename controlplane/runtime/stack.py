@@ -120,6 +120,7 @@ class StackConfig:
     route_window_s: float = 600.0
     new_users: NewUserLimits = field(default_factory=NewUserLimits)  # the demo service's bounds
     extra_settings: dict[str, Any] = field(default_factory=dict)
+    envoy_binary: str | None = None  # None: find_envoy_binary's
 
 
 class LocalStack:
@@ -358,7 +359,7 @@ class LocalStack:
         config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
             "event_log_path"
         ] = str(self.outlier_log)
-        self.envoy = await EnvoyProcess(config).start()
+        self.envoy = await EnvoyProcess(config, binary=self.config.envoy_binary).start()
 
     async def restart_envoy(self) -> None:
         assert self.envoy is not None
