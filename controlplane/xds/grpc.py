@@ -22,6 +22,7 @@ from controlplane.xds import wire
 from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.envoy_version import EnvoyGate
 from controlplane.xds.protocol import DeltaRequest, Node, Request, node_group
 from controlplane.xds.session import AdsSession
 
@@ -56,11 +57,16 @@ class AggregatedDiscovery:
     """The ADS service; register it with a ``grpclib.server.Server``."""
 
     def __init__(
-        self, cache: SnapshotCache, clients: ConnectedEnvoys, settings: XdsSettings
+        self,
+        cache: SnapshotCache,
+        clients: ConnectedEnvoys,
+        settings: XdsSettings,
+        gate: EnvoyGate,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
+        self._gate = gate
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         stream = grpclib.const.Cardinality.STREAM_STREAM
@@ -90,6 +96,10 @@ class AggregatedDiscovery:
         if first is None:
             return
         node: Node = first.node or Node()
+        refusal = self._gate.admit(node)
+        if refusal is not None:
+            # Envoy logs the status and reconnects later (with backoff), refused again.
+            raise GRPCError(grpclib.const.Status.FAILED_PRECONDITION, refusal)
         group = node_group(node, self._settings.node_group_key)
         client = self._clients.enter(node.id, group, transport)
         key = SnapshotKey(group, res.SourceKind.ADS)

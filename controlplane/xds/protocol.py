@@ -30,6 +30,9 @@ class Node:
     id: str = ""
     cluster: str = ""
     metadata: Mapping[str, object] = field(default_factory=dict)
+    user_agent_name: str = ""  # "envoy" for Envoy
+    # user_agent_build_version's (major, minor, patch); None: not sent
+    build_version: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from controlplane.xds import resources as res
 from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.envoy_version import EnvoyGate
 from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
 from controlplane.xds.user_scopes import ScopeView
 
@@ -38,12 +39,47 @@ PATHS = {
 }
 
 
+def _either(name: str, camel: str, default: Any) -> Any:
+    """A field Envoy writes as ``name`` (proto field name), others perhaps as ``camel``."""
+    return Field(default, validation_alias=AliasChoices(name, camel))
+
+
+class _SemanticVersionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # proto3 JSON leaves zeros out.
+    major_number: int = _either("major_number", "majorNumber", 0)
+    minor_number: int = _either("minor_number", "minorNumber", 0)
+    patch: int = 0
+
+
+class _BuildVersionBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: _SemanticVersionBody | None = None
+
+
 class _NodeBody(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: str = ""
     cluster: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    user_agent_name: str = _either("user_agent_name", "userAgentName", "")
+    user_agent_build_version: _BuildVersionBody | None = _either(
+        "user_agent_build_version", "userAgentBuildVersion", None
+    )
+
+    def to_node(self) -> Node:
+        build = self.user_agent_build_version
+        semantic = build.version if build else None
+        return Node(
+            self.id,
+            self.cluster,
+            self.metadata,
+            self.user_agent_name,
+            (semantic.major_number, semantic.minor_number, semantic.patch) if semantic else None,
+        )
 
 
 class _RequestBody(BaseModel):
@@ -72,7 +108,7 @@ def parse_request(body: bytes, type_url: str) -> Request:
     return Request(
         type_url=type_url,
         version_info=parsed.version_info,
-        node=Node(node.id, node.cluster, node.metadata) if node else None,
+        node=node.to_node() if node else None,
         resource_names=tuple(parsed.resource_names),
     )
 
@@ -93,11 +129,16 @@ class RestDiscovery:
     """The REST discovery endpoints, reading snapshots from the cache."""
 
     def __init__(
-        self, cache: SnapshotCache, clients: ConnectedEnvoys, settings: XdsSettings
+        self,
+        cache: SnapshotCache,
+        clients: ConnectedEnvoys,
+        settings: XdsSettings,
+        gate: EnvoyGate,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
+        self._gate = gate
         # Envoy sends the same ~77 KB body again and again: parse each distinct body once.
         self._parse = lru_cache(maxsize=settings.rest_parse_cache_size)(parse_request)
         self._pollers: dict[tuple[str, str, tuple[str, ...]], _Poller] = {}
@@ -114,6 +155,9 @@ class RestDiscovery:
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         node = parsed.node or Node()
+        refusal = self._gate.admit(node)
+        if refusal is not None:
+            raise web.HTTPBadRequest(text=refusal)
         group = node_group(node, self._settings.node_group_key)
         poller = self._poller(node.id, parsed)
         sub = poller.subscription

@@ -15,6 +15,7 @@ from controlplane.errors import StatefulRouteError
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.clients import ConnectedEnvoys, EnvoyView, XdsObserver
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.envoy_version import MINIMUM_ENVOY, EnvoyGate, EnvoyVersion
 from controlplane.xds.grpc import AggregatedDiscovery
 from controlplane.xds.rest import RestDiscovery
 from controlplane.xds.source import StateSource
@@ -35,13 +36,16 @@ class XdsServer:
         settings: XdsSettings | None = None,
         *,
         metrics: XdsObserver | None = None,
+        minimum_envoy: EnvoyVersion = MINIMUM_ENVOY,
     ) -> None:
         self.settings = settings or XdsSettings()
         self.source = source
         self.cache = SnapshotCache(self.settings, source.sticky.routes)
         self.clients = ConnectedEnvoys(self.settings.rest_client_expiry_s, observer=metrics)
-        self.rest = RestDiscovery(self.cache, self.clients, self.settings)
-        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings)
+        # Envoys too old for what the cache holds are refused at their first request.
+        gate = EnvoyGate(minimum_envoy)
+        self.rest = RestDiscovery(self.cache, self.clients, self.settings, gate)
+        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings, gate)
         self._pending: set[ServiceKey] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

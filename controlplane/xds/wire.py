@@ -127,8 +127,9 @@ def _bytes(value: int | memoryview) -> memoryview:
 
 
 def _node(data: memoryview) -> Node:
-    node_id = cluster = ""
+    node_id = cluster = agent = ""
     metadata: dict[str, object] = {}
+    build: tuple[int, int, int] | None = None
     for number, value in _fields(data):
         if number == 1:
             node_id = _str(value)
@@ -136,7 +137,20 @@ def _node(data: memoryview) -> Node:
             cluster = _str(value)
         elif number == 3:
             metadata = _struct(_bytes(value))
-    return Node(node_id, cluster, metadata)
+        elif number == 6:
+            agent = _str(value)
+        elif number == 8:
+            build = _build_version(_bytes(value))
+    return Node(node_id, cluster, metadata, agent, build)
+
+
+def _build_version(data: memoryview) -> tuple[int, int, int] | None:
+    """BuildVersion.version (field 1), a SemanticVersion: (major, minor, patch)."""
+    for number, value in _fields(data):
+        if number == 1:
+            numbers = {n: v for n, v in _fields(_bytes(value)) if isinstance(v, int)}
+            return numbers.get(1, 0), numbers.get(2, 0), numbers.get(3, 0)
+    return None
 
 
 def _struct(data: memoryview) -> dict[str, object]:

@@ -12,6 +12,7 @@ import pytest
 from controlplane.domain import ServiceState
 from controlplane.runtime.ports import free_port
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.envoy_version import MINIMUM_ENVOY
 from controlplane.xds.naming import MISS_PATH_CLUSTER
 from tests.support.state import MemoryStateSource, service_state
 from tests.support.xds_stack import XdsStack
@@ -125,3 +126,17 @@ async def test_nothing_is_answered_before_the_state_is_loaded() -> None:
         assert "games/lobby" in {r["name"] for r in json.loads(body)["resources"]}
     finally:
         await stack.stop()
+
+
+async def test_a_too_old_envoy_gets_400_naming_its_version_and_the_minimum(
+    stack: XdsStack,
+) -> None:
+    old = {
+        **NODE,
+        "user_agent_name": "envoy",
+        "user_agent_build_version": {"version": {"major_number": 1, "minor_number": 20}},
+    }
+    status, body = await post(stack, "clusters", {"node": old})
+    assert status == 400
+    assert b"Envoy 1.20.0 is older than" in body
+    assert str(MINIMUM_ENVOY).encode() in body
