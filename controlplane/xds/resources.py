@@ -208,7 +208,12 @@ def build_cluster(
         hashing = ClusterCommonLbConfigConsistentHashingLbConfig(
             hash_balance_factor=round(settings.hash_balance_factor * 100)
         )
-    common = ClusterCommonLbConfig(consistent_hashing_lb_config=hashing)
+    # A failed pod's endpoint update (its label gone) changes no host, and Envoy would hold
+    # such updates back from its workers for the merge window (1 s by default): meanwhile the
+    # retries of its users' requests in flight still go to the dead pod and run out.
+    common = ClusterCommonLbConfig(
+        consistent_hashing_lb_config=hashing, update_merge_window=timedelta(0)
+    )
     # One subset per labelled pod, for its bound users' routes. A single-host subset is a
     # lookup with no balancer behind it, and it ignores the host's health on purpose: a
     # draining pod keeps its users, and a failed pod loses its label, not its health flag.

@@ -66,6 +66,11 @@ def test_each_labelled_pod_is_a_subset_of_its_own_and_other_routes_use_the_balan
     assert subsets["subsetSelectors"] == [{"keys": [POD_SUBSET_KEY], "singleHostPerSubset": True}]
 
 
+def test_endpoint_changes_reach_envoys_workers_at_once_not_merged_over_a_second() -> None:
+    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
+    assert cluster["commonLbConfig"]["updateMergeWindow"] == "0s"
+
+
 def balanced_route(state: ServiceState) -> dict[str, Any]:
     config = res.build_balanced_route([state.service]).to_dict()
     route: dict[str, Any] = config["virtualHosts"][0]["routes"][0]
