@@ -10,15 +10,21 @@ test counts on.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from controlplane.runtime.envoy import find_envoy_binary
+from controlplane.domain import Service, Strategy
+from controlplane.runtime.envoy import bundled_bootstrap, find_envoy_binary, load_bootstrap
 from controlplane.runtime.stack import LocalStack, StackConfig, Transport
+from controlplane.xds import resources as res
 from controlplane.xds.envoy_version import MINIMUM_ENVOY, EnvoyVersion
+from controlplane.xds.render import render
+from tests.support.envoy_validate import assert_envoy_accepts
 from tests.support.envoy_wheels import EnvoyUnavailable, binary_version, envoy_binary
 
 from .conftest import Client
@@ -69,6 +75,26 @@ async def test_the_matrix_runs_both_ends_of_the_supported_range(case: Case) -> N
         assert (case.version.major, case.version.minor) == minor
     else:
         assert case.version > MINIMUM_ENVOY
+
+
+async def test_every_cluster_shape_is_accepted(case: Case, tmp_path: Path) -> None:
+    """Each strategy's cluster with every Envoy knob on, Envoy's own health checks included,
+    which the stacks below do not run."""
+    config = load_bootstrap(bundled_bootstrap("ads"), xds_port=1)
+    config["cluster_manager"] = {"outlier_detection": {"event_log_path": "unused"}}
+    knobs = {"active_health_check": {}, "outlier_detection": {}}
+    for strategy in Strategy:
+        name = strategy.value.replace("_", "-")
+        settings = {"strategy": strategy, "envoy": knobs}
+        service = Service.model_validate({"namespace": "v", "name": name, "settings": settings})
+        source = res.config_source(res.SourceKind.ADS)
+        cluster = res.build_cluster(service, source, str(tmp_path / "health.log"))
+        as_json = json.loads(render(res.CLUSTER, cluster.name, cluster).json)
+        del as_json["@type"]
+        config["static_resources"]["clusters"].append(as_json)
+    await asyncio.to_thread(
+        assert_envoy_accepts, config, tmp_path, "clusters.yaml", binary=case.binary
+    )
 
 
 async def test_every_user_stays_on_one_pod(client: Client) -> None:

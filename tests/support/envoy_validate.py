@@ -12,8 +12,11 @@ import yaml
 from controlplane.runtime.envoy import find_envoy_binary
 
 
-def assert_envoy_accepts(config: dict[str, Any], tmp_path: Path, name: str, *args: str) -> None:
-    """The real Envoy validates ``config`` (and its command-line ``args``).
+def assert_envoy_accepts(
+    config: dict[str, Any], tmp_path: Path, name: str, *args: str, binary: str | None = None
+) -> None:
+    """The real Envoy (``binary``, else the launcher's) validates ``config`` (and its
+    command-line ``args``).
 
     Validate mode resolves no DNS (container names are fine as they are), but it opens the
     outlier event log, whose directory exists only in the container: it is pointed at tmp_path.
@@ -25,7 +28,7 @@ def assert_envoy_accepts(config: dict[str, Any], tmp_path: Path, name: str, *arg
     }
     copy = tmp_path / name
     copy.write_text(yaml.safe_dump(config))
-    command = [find_envoy_binary(), "--mode", "validate", "-c", str(copy), *args]
+    command = [binary or find_envoy_binary(), "--mode", "validate", "-c", str(copy), *args]
     result = subprocess.run(
         [*command, "--use-dynamic-base-id"], capture_output=True, text=True, timeout=60
     )
