@@ -1,4 +1,5 @@
-"""Which Envoys this control plane serves, judged by the node of a client's first request.
+"""Which Envoys this control plane serves, judged by the node their requests name (every REST
+request, the first message of an ADS stream), before anything is sent to them.
 
 Rules (sans-IO; the transports ask ``EnvoyGate.admit`` and answer a refusal with an error):
 
@@ -74,13 +75,13 @@ def log_line(node: Node, verdict: Verdict, minimum: EnvoyVersion) -> str:
     version = build_version(node)
     return (
         f"xds client {'served' if verdict.serve else 'refused'} node={node.id!r} "
-        f"agent={node.user_agent_name or 'unknown'} version={version or 'unknown'} "
+        f"agent={node.user_agent_name!r} version={version or 'unknown'} "
         f"minimum={minimum}: {verdict.reason}"
     )
 
 
 class EnvoyGate:
-    """Judges each client's first request and logs each verdict once."""
+    """Judges the nodes of requests and logs each verdict once."""
 
     def __init__(self, minimum: EnvoyVersion = MINIMUM_ENVOY) -> None:
         self.minimum = minimum

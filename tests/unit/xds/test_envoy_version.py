@@ -165,3 +165,10 @@ async def test_an_ads_stream_of_a_too_old_envoy_ends_with_failed_precondition() 
     assert "1.20.0" in (refused.value.message or "")
     assert stream.sent == []
     assert clients.views() == []
+
+
+def test_what_a_client_names_itself_stays_on_its_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="controlplane.xds.envoy_version"):
+        EnvoyGate().admit(Node("e1\nforged", user_agent_name="x\nERROR forged"))
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "\n" not in line
