@@ -113,7 +113,7 @@ async def test_a_new_users_first_request_is_placed_by_the_control_plane(client: 
     first = await client.ask("newcomer")
     assert first["count"] == 1
     assert first["pod"] == await client.pod_of("newcomer")
-    await client.until(lambda: client.routed_by_envoy(["newcomer"]))
+    await client.until(lambda: client.routed_by_envoy(["newcomer"]), timeout_s=15)
     assert (await client.ask("newcomer"))["pod"] == first["pod"]
 
 
@@ -131,7 +131,7 @@ async def test_a_failed_pods_users_are_served_elsewhere_and_rebound(
     placed = {a["uid"]: a["pod"] for a in await asyncio.gather(*map(client.ask, uids))}
     failed = placed[uids[0]]
     victims = [uid for uid, pod in placed.items() if pod == failed]
-    await client.until(lambda: client.routed_by_envoy(victims))
+    await client.until(lambda: client.routed_by_envoy(victims), timeout_s=15)
     stack.pods[failed].kill()
 
     # Every request succeeds: Envoy retries it on the users' new pod.
@@ -141,7 +141,7 @@ async def test_a_failed_pods_users_are_served_elsewhere_and_rebound(
     async def rebound() -> bool:
         return (await client.pods())[failed]["bound_users"] == 0
 
-    await client.until(rebound, timeout_s=5)
+    await client.until(rebound, timeout_s=15)
     after = {uid: (await client.ask(uid))["pod"] for uid in victims}
     assert failed not in after.values()
     for uid, pod in after.items():
