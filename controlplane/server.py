@@ -14,6 +14,7 @@ from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
 from controlplane.domain import Service
+from controlplane.domain.fleet_evidence import EvidenceRules
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
 from controlplane.outage import RedisOutage, run_every
@@ -26,8 +27,10 @@ from controlplane.signals.envoy_events import (
     parse_health_event,
     parse_outlier_event,
 )
+from controlplane.signals.load_reports import FleetLoadSignals
 from controlplane.store import Store
 from controlplane.xds.listeners import XdsListeners
+from controlplane.xds.load_stats import LoadReporting
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("stateful_route.server")
@@ -65,6 +68,11 @@ class Server:
         self.outage = RedisOutage(self.store.redis.ping)
         # Health signals in (the leader alone probes, as the manager's is_leader says).
         self.health = ActiveHealthChecker(self.manager, outage=self.outage)
+        signals = settings.signals
+        self.fleet = FleetLoadSignals(
+            self.manager,
+            EvidenceRules(signals.load_report_error_ratio, signals.load_report_min_errors),
+        )
         # xDS and the miss path out.
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
         self.xds_listeners = XdsListeners(
@@ -73,6 +81,7 @@ class Server:
             rest_port=listen.xds_rest_port,
             grpc_port=listen.xds_grpc_port,
             extra_routes=MissPath(self.manager, self.metrics, self.xds).routes(),
+            extra_services=[LoadReporting(self.fleet, signals.load_report_interval_s)],
         )
         # The admin API (served from start, after the xDS listeners).
         self.admin = create_admin_app(

@@ -62,7 +62,8 @@ class UpkeepSettings(BaseModel):
 
 
 class SignalsSettings(BaseModel):
-    """What the control plane reads from Envoy (paths it shares with Envoy, admin URLs)."""
+    """What the control plane reads from Envoy: event logs on a disk it shares with Envoy (a
+    sidecar), and over the network the load reports and admin APIs of any Envoy."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +76,14 @@ class SignalsSettings(BaseModel):
     # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections.
     envoy_admin_urls: list[str] = Field(default_factory=list)
     stats_poll_s: float = Field(default=2.0, gt=0)
+    # Load reports (LRS, served on the xDS gRPC port to Envoys whose bootstrap asks for it):
+    # Envoy reports every interval; a pod failed by requests is failed this much later.
+    load_report_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    # An Envoy sees a pod failing when this share of its requests there failed in one
+    # interval; the pod fails when more Envoys see it failing than serving, with this many
+    # errors between them.
+    load_report_error_ratio: float = Field(default=0.5, gt=0, le=1)
+    load_report_min_errors: int = Field(default=2, ge=1)
 
 
 class ServiceConfig(BaseModel):

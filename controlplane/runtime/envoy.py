@@ -25,6 +25,10 @@ import aiohttp
 import yaml
 
 XDS_CLUSTER = "xds_cluster"
+# A REST bootstrap's gRPC cluster for load reports (ADS bootstraps report over XDS_CLUSTER).
+LRS_CLUSTER = "lrs_cluster"
+# The node metadata key that tells the control plane where this Envoy's admin API is.
+ADMIN_URL_METADATA = "admin_url"
 FILE_FLUSH_INTERVAL_MS = 10
 
 
@@ -54,25 +58,40 @@ def load_bootstrap(
     xds_port: int,
     node_id: str | None = None,
     node_cluster: str | None = None,
+    grpc_port: int | None = None,
+    admin_port: int = 0,
 ) -> dict[str, Any]:
     """A bootstrap (``envoy/*.yaml``, or ``bundled_bootstrap``) aimed at a control plane on
     ``xds_port``.
 
-    The admin port becomes 0 (Envoy picks one); node id and cluster are replaced if given.
+    The admin port becomes ``admin_port`` (0: Envoy picks one); given one, the node's metadata
+    tells the control plane where it is (``admin_url``), for the admin polling it may do.
+    Node id and cluster are replaced if given. A REST bootstrap sends its load reports to
+    ``grpc_port``, or sends none without it.
     """
     source = Path(path) if isinstance(path, str) else path
     config: dict[str, Any] = yaml.safe_load(source.read_text())
-    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    socket = config["admin"]["address"]["socket_address"]
+    socket["port_value"] = admin_port
     node = config.setdefault("node", {})
     if node_id is not None:
         node["id"] = node_id
     if node_cluster is not None:
         node["cluster"] = node_cluster
-    for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] == XDS_CLUSTER:
+    if admin_port:
+        metadata = node.setdefault("metadata", {})
+        metadata[ADMIN_URL_METADATA] = f"http://{socket['address']}:{admin_port}"
+    clusters = config["static_resources"]["clusters"]
+    if grpc_port is None and any(c["name"] == LRS_CLUSTER for c in clusters):
+        config.get("cluster_manager", {}).pop("load_stats_config", None)
+        clusters[:] = [c for c in clusters if c["name"] != LRS_CLUSTER]
+    ports = {XDS_CLUSTER: xds_port, LRS_CLUSTER: grpc_port}
+    for cluster in clusters:
+        if cluster["name"] in ports:
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
-                    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
+                    address = endpoint["endpoint"]["address"]["socket_address"]
+                    address["port_value"] = ports[cluster["name"]]
     return config
 
 

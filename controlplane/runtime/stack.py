@@ -118,6 +118,9 @@ class StackConfig:
     host: str = "127.0.0.1"  # everything binds to loopback only
     health_interval_s: float = 1.0
     route_window_s: float = 600.0
+    # Envoy writes its outlier ejections to a file the control plane follows (a sidecar's
+    # signal); without it the control plane learns of failures over the network only.
+    share_event_log: bool = True
     extra_settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -250,12 +253,9 @@ class LocalStack:
             "admin": {"token": self.token},
             "xds": {
                 "default_group": {"listener_address": host, "listener_port": self.proxy_port},
-                "health_event_log_path": str(self.health_log),
             },
             "upkeep": {"route_window_s": self.config.route_window_s},
             "signals": {
-                "outlier_event_log": str(self.outlier_log),
-                "health_event_log": str(self.health_log),
                 "envoy_admin_urls": [f"http://{host}:{self.envoy_admin_port}"],
             },
             "services": [
@@ -275,6 +275,11 @@ class LocalStack:
                 }
             ],
         }
+        if self.config.share_event_log:
+            settings["xds"]["health_event_log_path"] = str(self.health_log)
+            settings["signals"].update(
+                outlier_event_log=str(self.outlier_log), health_event_log=str(self.health_log)
+            )
         return _merge(settings, self.config.extra_settings)
 
     async def start_controlplane(self) -> None:
@@ -349,13 +354,13 @@ class LocalStack:
             xds_port=port,
             node_id=f"demo-envoy-{transport}",
             node_cluster="default",
+            grpc_port=self.xds_grpc_port,
+            admin_port=self.envoy_admin_port,
         )
-        config["admin"]["address"]["socket_address"].update(
-            address=self.config.host, port_value=self.envoy_admin_port
-        )
-        config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
-            "event_log_path"
-        ] = str(self.outlier_log)
+        if self.config.share_event_log:
+            config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
+                "event_log_path"
+            ] = str(self.outlier_log)
         self.envoy = await EnvoyProcess(config).start()
 
     async def restart_envoy(self) -> None:

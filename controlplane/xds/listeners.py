@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from grpclib.server import Server
 
 from controlplane.xds.server import XdsServer
 
+if TYPE_CHECKING:
+    from grpclib._typing import IServable
+
 # Envoy's REST requests repeat its whole node (~80 KB); leave room for a larger one.
 _MAX_REST_BODY = 4 * 1024 * 1024
 
 
 class XdsListeners:
-    """Serve ``xds`` over HTTP (discovery routes plus ``extra_routes``) and gRPC.
+    """Serve ``xds`` over HTTP (discovery routes plus ``extra_routes``) and gRPC (ADS plus
+    ``extra_services``, e.g. load reporting).
 
     Ports 0 pick free ones; the bound ports are ``rest_port`` and ``grpc_port`` after start.
     """
@@ -27,12 +32,14 @@ class XdsListeners:
         rest_port: int = 0,
         grpc_port: int = 0,
         extra_routes: list[web.RouteDef] | None = None,
+        extra_services: list[IServable] | None = None,
     ) -> None:
         self.xds = xds
         self.host = host
         self.rest_port = rest_port
         self.grpc_port = grpc_port
         self._extra_routes = extra_routes or []
+        self._extra_services = extra_services or []
         self._runner: web.AppRunner | None = None
         self._grpc: Server | None = None
 
@@ -57,7 +64,7 @@ class XdsListeners:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
-        self._grpc = Server([self.xds.ads])
+        self._grpc = Server([self.xds.ads, *self._extra_services])
         await self._grpc.start(self.host, self.grpc_port)
         # grpclib does not expose the bound port; its asyncio server does.
         sockets: list[socket.socket] = list(getattr(self._grpc._server, "sockets", []))
