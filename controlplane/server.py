@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -72,6 +73,9 @@ class Server:
         self.fleet = FleetLoadSignals(
             self.manager,
             EvidenceRules(signals.load_report_error_ratio, signals.load_report_min_errors),
+            replica=self.replica_id,
+            interval_s=signals.load_report_interval_s,
+            clock=time.time,
         )
         # xDS and the miss path out.
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
@@ -117,6 +121,8 @@ class Server:
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
         self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()
+        interval = self.settings.signals.load_report_interval_s
+        self._every(interval, self.fleet.publish_load, "envoy-load")
         xds = self.xds_listeners
         log.info(
             "started admin=http://%s:%d xds_rest=%d xds_grpc=%d",

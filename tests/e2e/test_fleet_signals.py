@@ -1,13 +1,15 @@
 """Envoy's signals over the network: load reports (LRS) and admin APIs found from the node.
 
-The stack here shares no file between Envoy and the control plane (no outlier event log) and
-checks pods every 30 s: a pod failure found within seconds was found by Envoy's load reports.
+The stack here shares no file between Envoy and the control plane (no outlier event log),
+polls no Envoy admin API and checks pods every 30 s: a pod failure found within seconds, and
+a pod's requests in flight, come from Envoy's load reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -31,7 +33,10 @@ async def stack() -> AsyncIterator[LocalStack]:
         transport="ads",
         share_event_log=False,
         health_interval_s=30.0,
-        extra_settings={"signals": {"load_report_interval_s": LOAD_REPORT_INTERVAL_S}},
+        # No admin polling: load and failures come from the load reports alone.
+        extra_settings={
+            "signals": {"load_report_interval_s": LOAD_REPORT_INTERVAL_S, "envoy_admin_urls": []}
+        },
     )
     stack = await LocalStack(config).start()
     yield stack
@@ -46,6 +51,33 @@ async def keep_asking(client: Client, uids: list[str], stop: asyncio.Event) -> N
             with contextlib.suppress(AssertionError, aiohttp.ClientError):
                 await client.ask(uid)
         await asyncio.sleep(0.01)
+
+
+async def test_requests_in_flight_through_envoy_are_a_pods_load(
+    stack: LocalStack, client: Client
+) -> None:
+    uid = "lrs-load"
+    pod = (await client.ask(uid))["pod"]
+    process = stack.pods[pod].process
+    assert process is not None
+    # A stopped pod accepts connections but answers none: its requests stay in flight (and
+    # it stops reporting its own load).
+    process.send_signal(signal.SIGSTOP)
+    hanging = [asyncio.create_task(client.ask(uid)) for _ in range(5)]
+    try:
+
+        async def loaded() -> bool:
+            return bool((await client.pods())[pod]["active_requests"] >= len(hanging))
+
+        await client.until(loaded, timeout_s=10.0)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    await asyncio.gather(*hanging)
+
+    async def idle() -> bool:
+        return bool((await client.pods())[pod]["active_requests"] == 0)
+
+    await client.until(idle, timeout_s=10.0)
 
 
 async def test_a_killed_pod_is_failed_by_envoys_load_reports_and_its_users_move(
