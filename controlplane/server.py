@@ -85,7 +85,11 @@ class Server:
             rest_port=listen.xds_rest_port,
             grpc_port=listen.xds_grpc_port,
             extra_routes=MissPath(self.manager, self.metrics, self.xds).routes(),
-            extra_services=[LoadReporting(self.fleet, signals.load_report_interval_s)],
+            extra_services=(
+                [LoadReporting(self.fleet, signals.load_report_interval_s)]
+                if signals.load_reports
+                else []
+            ),
         )
         # The admin API (served from start, after the xDS listeners).
         self.admin = create_admin_app(
@@ -121,8 +125,9 @@ class Server:
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
         self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()
-        interval = self.settings.signals.load_report_interval_s
-        self._every(interval, self.fleet.publish_load, "envoy-load")
+        signals = self.settings.signals
+        if signals.load_reports:
+            self._every(signals.load_report_interval_s, self.fleet.publish_load, "envoy-load")
         xds = self.xds_listeners
         log.info(
             "started admin=http://%s:%d xds_rest=%d xds_grpc=%d",
@@ -183,11 +188,18 @@ class Server:
             if path is not None:
                 tail = EventLogTail(path, parse, self.manager, poll_s=signals.log_poll_s)
                 self._tasks.append(asyncio.create_task(tail.run(), name=name))
-        if signals.envoy_admin_urls:
+        if signals.envoy_admin_urls or signals.poll_discovered_envoys:
             poller = AdminStatsPoller(
-                signals.envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
+                self._envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
             )
             self._tasks.append(asyncio.create_task(poller.run(), name="envoy-stats"))
+
+    def _envoy_admin_urls(self) -> list[str]:
+        """The Envoy admin APIs to poll: the configured ones and, if allowed, those the
+        connected Envoys name."""
+        signals = self.settings.signals
+        found = self.xds.clients.admin_urls() if signals.poll_discovered_envoys else []
+        return list(dict.fromkeys([*signals.envoy_admin_urls, *found]))
 
     def _as_leader(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
         """``job`` on the leader only; the other replicas skip their turn."""

@@ -73,11 +73,16 @@ class SignalsSettings(BaseModel):
     health_event_log: Path | None = None
     # How often the logs are looked at: a pod Envoy ejected is failed over this much later.
     log_poll_s: float = Field(default=0.02, gt=0)
-    # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections.
+    # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections
+    # (/clusters health flags), every stats_poll_s: these, and with poll_discovered_envoys the
+    # ones connected Envoys name in their node metadata (admin_url). Off unless operators let
+    # the control plane reach Envoys' admin APIs.
     envoy_admin_urls: list[str] = Field(default_factory=list)
+    poll_discovered_envoys: bool = False
     stats_poll_s: float = Field(default=2.0, gt=0)
     # Load reports (LRS, served on the xDS gRPC port to Envoys whose bootstrap asks for it):
     # Envoy reports every interval; a pod failed by requests is failed this much later.
+    load_reports: bool = True
     load_report_interval_s: float = Field(default=1.0, ge=0.05, le=60)
     # An Envoy sees a pod failing when this share of its requests there failed in one
     # interval; the pod fails when more Envoys see it failing than serving, with this many

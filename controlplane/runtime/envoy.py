@@ -24,11 +24,11 @@ from typing import Any
 import aiohttp
 import yaml
 
+from controlplane.xds.protocol import ADMIN_URL_METADATA
+
 XDS_CLUSTER = "xds_cluster"
 # A REST bootstrap's gRPC cluster for load reports (ADS bootstraps report over XDS_CLUSTER).
 LRS_CLUSTER = "lrs_cluster"
-# The node metadata key that tells the control plane where this Envoy's admin API is.
-ADMIN_URL_METADATA = "admin_url"
 FILE_FLUSH_INTERVAL_MS = 10
 
 

@@ -255,9 +255,8 @@ class LocalStack:
                 "default_group": {"listener_address": host, "listener_port": self.proxy_port},
             },
             "upkeep": {"route_window_s": self.config.route_window_s},
-            "signals": {
-                "envoy_admin_urls": [f"http://{host}:{self.envoy_admin_port}"],
-            },
+            # Envoy names its admin API in its node metadata (load_bootstrap's admin_port).
+            "signals": {"poll_discovered_envoys": True},
             "services": [
                 {
                     "namespace": NAMESPACE,

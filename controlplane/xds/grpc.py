@@ -22,7 +22,7 @@ from controlplane.xds import wire
 from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
-from controlplane.xds.protocol import DeltaRequest, Node, Request, node_group
+from controlplane.xds.protocol import DeltaRequest, Node, Request, admin_url, node_group
 from controlplane.xds.session import AdsSession
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -91,7 +91,9 @@ class AggregatedDiscovery:
             return
         node: Node = first.node or Node()
         group = node_group(node, self._settings.node_group_key)
-        client = self._clients.enter(node.id, group, transport)
+        peer = stream.peer.addr()
+        where = admin_url(node, peer[0] if peer else None)
+        client = self._clients.enter(node.id, group, transport, where)
         key = SnapshotKey(group, res.SourceKind.ADS)
         session = new_session()
         wake = asyncio.Event()

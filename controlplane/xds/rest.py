@@ -22,7 +22,7 @@ from controlplane.xds import resources as res
 from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
-from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
+from controlplane.xds.protocol import Node, Request, SotwSubscription, admin_url, node_group
 from controlplane.xds.user_scopes import ScopeView
 
 # Bodies up to this size go through the parse cache: Envoy's (~80 KB, one per subscription).
@@ -117,7 +117,8 @@ class RestDiscovery:
         group = node_group(node, self._settings.node_group_key)
         poller = self._poller(node.id, parsed)
         sub = poller.subscription
-        client = self._clients.enter(node.id, group, Transport.REST)
+        where = admin_url(node, request.remote)
+        client = self._clients.enter(node.id, group, Transport.REST, where)
         try:
             reply = sub.on_poll(parsed)
             if reply is not None:

@@ -8,18 +8,16 @@ a pod's requests in flight, come from Envoy's load reports.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
 from controlplane.runtime.stack import LocalStack, StackConfig
 
-from .conftest import Client
+from .conftest import Client, keep_asking
 
 pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,22 +33,15 @@ async def stack() -> AsyncIterator[LocalStack]:
         health_interval_s=30.0,
         # No admin polling: load and failures come from the load reports alone.
         extra_settings={
-            "signals": {"load_report_interval_s": LOAD_REPORT_INTERVAL_S, "envoy_admin_urls": []}
+            "signals": {
+                "load_report_interval_s": LOAD_REPORT_INTERVAL_S,
+                "poll_discovered_envoys": False,
+            }
         },
     )
     stack = await LocalStack(config).start()
     yield stack
     await stack.stop()
-
-
-async def keep_asking(client: Client, uids: list[str], stop: asyncio.Event) -> None:
-    """The users' requests, failed or not, until ``stop`` (bounded: at most 60 s)."""
-    deadline = time.monotonic() + 60.0
-    while not stop.is_set() and time.monotonic() < deadline:
-        for uid in uids:
-            with contextlib.suppress(AssertionError, aiohttp.ClientError):
-                await client.ask(uid)
-        await asyncio.sleep(0.01)
 
 
 async def test_requests_in_flight_through_envoy_are_a_pods_load(
@@ -115,6 +106,6 @@ async def test_a_killed_pod_is_failed_by_envoys_load_reports_and_its_users_move(
         assert (await client.ask(uid))["pod"] != victim
     print(
         f"\nkill -9 -> pod down via LRS ({LOAD_REPORT_INTERVAL_S}s interval, no log tail): "
-        f"{detected:.2f}s; users re-bound: {rebound:.2f}s"
+        f"{detected:.2f}s; users re-bound: {rebound:.2f}s ({pod['reason']})"
     )
     await stack.restart_pod(victim)
