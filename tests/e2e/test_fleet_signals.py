@@ -24,11 +24,12 @@ pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
 LOAD_REPORT_INTERVAL_S = 0.2
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack() -> AsyncIterator[LocalStack]:
+# ADS bootstraps report over their xDS cluster, the REST one over its own gRPC cluster.
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["ads", "rest"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[LocalStack]:
     config = StackConfig(
         pods=4,
-        transport="ads",
+        transport=request.param,
         share_event_log=False,
         health_interval_s=30.0,
         # No admin polling: load and failures come from the load reports alone.
@@ -105,7 +106,8 @@ async def test_a_killed_pod_is_failed_by_envoys_load_reports_and_its_users_move(
     for uid in victims:
         assert (await client.ask(uid))["pod"] != victim
     print(
-        f"\nkill -9 -> pod down via LRS ({LOAD_REPORT_INTERVAL_S}s interval, no log tail): "
+        f"\n{stack.config.transport}: kill -9 -> pod down via LRS "
+        f"({LOAD_REPORT_INTERVAL_S}s interval, no log tail): "
         f"{detected:.2f}s; users re-bound: {rebound:.2f}s ({pod['reason']})"
     )
     await stack.restart_pod(victim)
