@@ -118,6 +118,15 @@ class PodLocator:
         self._manager = manager
 
     async def locate(self, cluster: str, address: str) -> tuple[ServiceKey, int] | None:
+        found = await self.pods_by_address(cluster)
+        if found is None:
+            return None
+        key, indexes = found
+        index = indexes.get(address)
+        return None if index is None else (key, index)
+
+    async def pods_by_address(self, cluster: str) -> tuple[ServiceKey, dict[str, int]] | None:
+        """The service behind ``cluster`` and its pods' indexes by "ip:port", if it is ours."""
         key = service_of(cluster)
         if key is None:
             return None
@@ -125,10 +134,7 @@ class PodLocator:
             pods = await self._manager.pods(key)  # cached: Envoy reports often, pods move rarely
         except UnknownService:
             return None
-        for pod in pods:
-            if pod.address == address:
-                return key, pod.index
-        return None
+        return key, {pod.address: pod.index for pod in pods}
 
 
 async def deliver_signal(

@@ -78,10 +78,14 @@ class FleetLoadSignals:
         every replica's fresh share into each pod's load."""
         now = self._clock()
         shares: dict[ServiceKey, dict[int, int]] = {key: {} for key in self._shared}
+        clusters: dict[str, tuple[ServiceKey, dict[str, int]] | None] = {}
         for endpoint in self.evidence.endpoints():
-            found = await self._locator.locate(*endpoint)
-            if found is not None:
-                key, index = found
+            cluster, address = endpoint
+            if cluster not in clusters:  # one look-up per service, not per pod
+                clusters[cluster] = await self._locator.pods_by_address(cluster)
+            found = clusters[cluster]
+            if found is not None and address in found[1]:
+                key, index = found[0], found[1][address]
                 pods = shares.setdefault(key, {})
                 pods[index] = pods.get(index, 0) + self.evidence.in_flight(endpoint)
         registry = self._manager.store.registry
