@@ -51,13 +51,13 @@ class FleetLoadSignals:
         self._share_lifetime_s = interval_s * _SHARE_LIFETIME_INTERVALS
         self._clock = clock
         self._shared: set[ServiceKey] = set()  # services this replica wrote a share of
-        self.evidence = FleetEvidence(rules)
+        self._evidence = FleetEvidence(rules)
 
     async def load_reported(self, envoy: str, loads: Sequence[EndpointLoad]) -> None:
-        await self._fail(self.evidence.report(envoy, loads))
+        await self._fail(self._evidence.report(envoy, loads))
 
     async def envoy_gone(self, envoy: str) -> None:
-        await self._fail(self.evidence.forget(envoy))
+        await self._fail(self._evidence.forget(envoy))
 
     async def _fail(self, endpoints: list[FailingEndpoint]) -> None:
         for endpoint in endpoints:
@@ -79,7 +79,7 @@ class FleetLoadSignals:
         now = self._clock()
         shares: dict[ServiceKey, dict[int, int]] = {key: {} for key in self._shared}
         clusters: dict[str, tuple[ServiceKey, dict[str, int]] | None] = {}
-        for endpoint in self.evidence.endpoints():
+        for endpoint in self._evidence.endpoints():
             cluster, address = endpoint
             if cluster not in clusters:  # one look-up per service, not per pod
                 clusters[cluster] = await self._locator.pods_by_address(cluster)
@@ -87,7 +87,7 @@ class FleetLoadSignals:
             if found is not None and address in found[1]:
                 key, index = found[0], found[1][address]
                 pods = shares.setdefault(key, {})
-                pods[index] = pods.get(index, 0) + self.evidence.in_flight(endpoint)
+                pods[index] = pods.get(index, 0) + self._evidence.in_flight(endpoint)
         registry = self._manager.store.registry
         for key, in_flight in shares.items():
             keys = self._manager.store.keys(key)
