@@ -81,9 +81,10 @@ class SignalsSettings(BaseModel):
     poll_discovered_envoys: bool = False
     stats_poll_s: float = Field(default=2.0, gt=0)
     # Load reports (LRS, served on the xDS gRPC port to Envoys whose bootstrap asks for it):
-    # Envoy reports every interval; a pod failed by requests is failed this much later.
+    # Envoy reports every interval; a dead pod is failed one or two intervals after its death
+    # (the interval it died in also holds its last successes).
     load_reports: bool = True
-    load_report_interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    load_report_interval_s: float = Field(default=0.5, ge=0.05, le=60)
     # An Envoy sees a pod failing when this share of its requests there failed in one
     # interval; the pod fails when more Envoys see it failing than serving, with this many
     # errors between them.
