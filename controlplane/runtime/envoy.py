@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 
 import aiohttp
 import yaml
+
+from controlplane.xds.naming import ENVOY_CA_SECRET, ENVOY_CERT_SECRET, TLS_TRANSPORT_SOCKET
 
 XDS_CLUSTER = "xds_cluster"
 FILE_FLUSH_INTERVAL_MS = 10
@@ -48,15 +51,29 @@ def bundled_bootstrap(name: str) -> Traversable:
     return resources.files("controlplane.runtime") / "bootstraps" / f"{name}.yaml"
 
 
+@dataclass(frozen=True, slots=True)
+class EnvoyTls:
+    """The files an Envoy speaks mutual TLS to the control plane with, as Envoy sees them."""
+
+    cert_file: Path
+    key_file: Path
+    # The CA of the control plane's certificate.
+    ca_file: Path
+    # A DNS name the control plane's certificate must carry (sent as SNI too); None: any
+    # certificate of the CA, including another Envoy's, passes as the control plane.
+    server_name: str | None = None
+
+
 def load_bootstrap(
     path: str | Path | Traversable,
     *,
     xds_port: int,
     node_id: str | None = None,
     node_cluster: str | None = None,
+    tls: EnvoyTls | None = None,
 ) -> dict[str, Any]:
     """A bootstrap (``envoy/*.yaml``, or ``bundled_bootstrap``) aimed at a control plane on
-    ``xds_port``.
+    ``xds_port``, over mutual TLS with ``tls``.
 
     The admin port becomes 0 (Envoy picks one); node id and cluster are replaced if given.
     """
@@ -68,12 +85,51 @@ def load_bootstrap(
         node["id"] = node_id
     if node_cluster is not None:
         node["cluster"] = node_cluster
+    grpc = "ads_config" in config.get("dynamic_resources", {})
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] == XDS_CLUSTER:
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
                     endpoint["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
+            if tls is not None:
+                cluster["transport_socket"] = _tls_socket(tls, grpc=grpc)
+    if tls is not None:
+        config["static_resources"]["secrets"] = _tls_secrets(tls)
     return config
+
+
+def _tls_secrets(tls: EnvoyTls) -> list[dict[str, Any]]:
+    """Envoy's certificate and the CA it trusts, as static secrets: the xDS cluster and the
+    miss path's cluster (sent by the control plane) both refer to them by name."""
+    validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
+    if tls.server_name is not None:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
+        ]
+    certificate = {
+        "certificate_chain": {"filename": str(tls.cert_file)},
+        "private_key": {"filename": str(tls.key_file)},
+    }
+    return [
+        {"name": ENVOY_CERT_SECRET, "tls_certificate": certificate},
+        {"name": ENVOY_CA_SECRET, "validation_context": validation},
+    ]
+
+
+def _tls_socket(tls: EnvoyTls, *, grpc: bool) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "tls_certificate_sds_secret_configs": [{"name": ENVOY_CERT_SECRET}],
+        "validation_context_sds_secret_config": {"name": ENVOY_CA_SECRET},
+    }
+    if grpc:
+        context["alpn_protocols"] = ["h2"]
+    typed: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": context,
+    }
+    if tls.server_name is not None:
+        typed["sni"] = tls.server_name
+    return {"name": TLS_TRANSPORT_SOCKET, "typed_config": typed}
 
 
 class EnvoyProcess:

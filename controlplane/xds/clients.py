@@ -176,6 +176,11 @@ class ConnectedEnvoys:
             reply.message,
         )
 
+    def node_ids(self, group: str) -> set[str]:
+        """The node ids of the group's connected Envoys."""
+        self._expire()
+        return {c.node_id for c in self._clients.values() if c.node_group == group}
+
     def views(self) -> list[EnvoyView]:
         """Every connected Envoy, oldest connection first."""
         self._expire()
