@@ -95,7 +95,7 @@ async def test_the_scheme_is_case_insensitive(
     await expect(response, 200)
 
 
-@pytest.mark.parametrize("op", ops(Access.READ) + ops(Access.OPEN))
+@pytest.mark.parametrize("op", ops(Access.READ) + ops(Access.USER_READ) + ops(Access.OPEN))
 async def test_reads_need_no_token_by_default(
     anonymous: ClientSession, manager: StatefulRouteManager, op: Operation
 ) -> None:
@@ -105,7 +105,7 @@ async def test_reads_need_no_token_by_default(
     assert response.status == 200
 
 
-@pytest.mark.parametrize("op", ops(Access.READ))
+@pytest.mark.parametrize("op", ops(Access.READ) + ops(Access.USER_READ))
 async def test_protected_reads_need_the_token(
     protected_reads: Client, manager: StatefulRouteManager, op: Operation
 ) -> None:
