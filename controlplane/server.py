@@ -162,9 +162,7 @@ class Server:
         if is_loopback(host):
             return
         if settings.admin.token is None:
-            log.warning(
-                "admin_api_open host=%s: no token, anyone reaching it may write", host
-            )
+            log.warning("admin_api_open host=%s: no token, anyone reaching it may write", host)
         if settings.admin.tls is None:
             log.warning("admin_api_plain host=%s: tokens cross the network in clear text", host)
         if settings.xds.tls is None:
