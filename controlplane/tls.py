@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controlplane.errors import InvalidInput
+
 log = logging.getLogger("stateful_route.tls")
 
 
@@ -48,7 +50,11 @@ class ReloadingServerContext:
         if settings.client_ca_file is not None:
             self.context.verify_mode = ssl.CERT_REQUIRED
         self._stamp = self._stamps()
-        self._load(self.context)
+        try:
+            self._load(self.context)
+        except (OSError, ssl.SSLError) as exc:  # Python names no file: say which
+            files = ", ".join(str(path) for path in settings.files())
+            raise InvalidInput(f"TLS files {files} do not load: {exc}") from None
 
     def reload_if_changed(self) -> bool:
         """Load the files again if any changed since the last load; whether it did. Files that

@@ -1,5 +1,5 @@
 """Which node a client certificate may speak for (xds.tls.client_identity), on getpeercert()
-dicts as Python's ssl module gives them."""
+dicts as Python's ssl module gives them; certificate files that do not load."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from controlplane.errors import InvalidInput
+from controlplane.tls import ReloadingServerContext, ServerTlsSettings
 from controlplane.xds.config import XdsTlsSettings
 from controlplane.xds.identity import PeerCheck
 
@@ -59,3 +61,9 @@ def test_node_id_identity_asks_for_one_of_the_node_ids() -> None:
 def test_without_tls_or_with_identity_none_every_peer_passes() -> None:
     assert PeerCheck(None).refusal(None, node_ids=set(), group="blue") is None
     assert check("none").refusal(cert(("DNS", "x")), node_ids=set(), group="blue") is None
+
+
+def test_tls_files_that_do_not_load_are_named_in_the_error(tmp_path: Path) -> None:
+    missing = ServerTlsSettings(cert_file=tmp_path / "cert.pem", key_file=tmp_path / "key.pem")
+    with pytest.raises(InvalidInput, match=r"cert\.pem"):
+        ReloadingServerContext(missing)
