@@ -192,3 +192,17 @@ def test_user_reads_are_protected_by_default_only_beyond_loopback(
 ) -> None:
     assert AdminSettings().for_listener(host).protect_user_reads is protected
     assert AdminSettings(protect_user_reads=False).for_listener(host).protect_user_reads is False
+
+
+async def test_no_token_sent_or_configured_reaches_the_logs(
+    user_reads_protected: Client, manager: StatefulRouteManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    await given_service(manager)
+    for token in (TOKEN, READ_TOKEN, "a-guess-0123456789abcdef"):
+        headers = {"Authorization": f"Bearer {token}"}
+        await user_reads_protected.get(f"{BASE}/users/alice", headers=headers)
+        await user_reads_protected.post(f"{BASE}/pods/0/drain", headers=headers)
+    assert caplog.records  # the drain was logged: there are lines to look in
+    for secret in (TOKEN, READ_TOKEN, "a-guess-0123456789abcdef"):
+        assert secret not in caplog.text
