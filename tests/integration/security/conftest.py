@@ -1,5 +1,6 @@
 """A real admin server on a free loopback port, over the session's real Redis, with a token;
-plain HTTP, or HTTPS with a certificate of a throwaway CA (``tls_admin_server``)."""
+plain HTTP, or either that or HTTPS with a certificate of a throwaway CA
+(``plain_or_tls_admin_server``)."""
 
 from __future__ import annotations
 
