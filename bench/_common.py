@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from controlplane.domain import NewUserLimits
 from controlplane.runtime.envoy import EnvoyProcess
 from controlplane.runtime.ports import free_port
 from controlplane.xds.config import XdsSettings
@@ -317,6 +318,12 @@ def free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
+
+
+# Benchmarks of placing new users measure placing, not the services' bounds on new users.
+UNBOUNDED_NEW_USERS = NewUserLimits(
+    max_bound_users=1_000_000_000, new_per_s=1_000_000.0, burst=10_000_000
+)
 
 
 # -- wrk ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import time
 
 import aiohttp
 
-from bench._common import Figure, Scenario, percentile, rate
+from bench._common import UNBOUNDED_NEW_USERS, Figure, Scenario, percentile, rate
 from controlplane.runtime.stack import (
     NAMESPACE,
     SERVICE,
@@ -105,7 +105,8 @@ async def run(
             "transport": transport,
         },
     )
-    stack = await LocalStack(StackConfig(pods=4, transport=transport)).start()
+    config = StackConfig(pods=4, transport=transport, new_users=UNBOUNDED_NEW_USERS)
+    stack = await LocalStack(config).start()
     check = f"http://127.0.0.1:{stack.xds_rest_port}{MISS_PATH}"
     healthz = stack.admin_url + "/healthz"
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
 
-from bench._common import Figure, Scenario
-from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
+from bench._common import UNBOUNDED_NEW_USERS, Figure, Scenario
+from controlplane.domain import Pod, RouteRequest, Service, ServiceKey, ServiceSettings
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_cluster import RedisClusterNodes
 from controlplane.runtime.redis_server import RedisServer
@@ -36,7 +36,8 @@ async def client(
     manager = StatefulRouteManager(store)
     names = [f"w{worker}s{s}" for s in range(services)]
     for name in names:
-        await manager.register_service(Service(namespace="bench", name=name))
+        settings = ServiceSettings(new_users=UNBOUNDED_NEW_USERS)
+        await manager.register_service(Service(namespace="bench", name=name, settings=settings))
         for index in range(8):
             await manager.upsert_pod(
                 ServiceKey("bench", name), Pod(index=index, host="127.0.0.1", port=9000)

@@ -15,7 +15,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
-from bench._common import Figure, Scenario, rate
+from bench._common import UNBOUNDED_NEW_USERS, Figure, Scenario, rate
 from controlplane.domain import Pod, RouteRequest, Service, ServiceKey, ServiceSettings, Strategy
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_server import RedisServer
@@ -28,7 +28,7 @@ async def run(users: int, concurrency: int) -> dict[str, float]:
     with RedisServer() as server:
         redis = connect(server.url)
         manager = StatefulRouteManager(Store(redis))
-        settings = ServiceSettings(strategy=Strategy.BOUNDED_HASH)
+        settings = ServiceSettings(strategy=Strategy.BOUNDED_HASH, new_users=UNBOUNDED_NEW_USERS)
         await manager.register_service(Service(namespace=NS, name=SVC, settings=settings))
         for i in range(8):
             await manager.upsert_pod(

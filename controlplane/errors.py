@@ -69,3 +69,11 @@ class StoreUnavailable(StatefulRouteError):
 
     http_status = 503
     code = "store_unavailable"
+
+
+class NewUsersLimited(StatefulRouteError):
+    """The service binds no new user now: it holds its maximum of bound users, or new users
+    arrive faster than its rate (``detail['reason']``). Bound users are not affected."""
+
+    http_status = 429
+    code = "new_users_limited"

@@ -8,6 +8,13 @@ within ``xds.scope_push_*``). The answer names the scope of the user's *placemen
 which the group's Envoys hold since that placement's first user: the filter selects it and
 this very request lands on the user's pod, with no wait for the user's own scope. Only for a
 placement's first user does the answer wait until the group's Envoys acknowledged it.
+
+A new user past its service's ``NewUserLimits`` is not placed: the answer (503) makes the
+filter select the balanced route, or (429, ``over_limit: reject``) answer 429 itself.
+
+With ``xds.tls`` the endpoint shares the xDS listener's mutual TLS: a caller without a client
+certificate of the CA never gets a request in, and one whose certificate does not name the
+group it claims (``client_identity``) is answered 403 before anything is bound.
 """
 
 from __future__ import annotations
@@ -17,8 +24,14 @@ import logging
 from aiohttp import web
 
 from controlplane.admin.metrics import AdminMetrics
-from controlplane.domain import RouteRequest, ServiceKey, parse
-from controlplane.errors import InvalidInput, NoHealthyPods, StoreUnavailable, UnknownService
+from controlplane.domain import OverLimit, RouteRequest, ServiceKey, parse
+from controlplane.errors import (
+    InvalidInput,
+    NewUsersLimited,
+    NoHealthyPods,
+    StoreUnavailable,
+    UnknownService,
+)
 from controlplane.manager import StatefulRouteManager
 from controlplane.xds.naming import (
     GROUP_HEADER,
@@ -54,6 +67,13 @@ class MissPath:
         namespace, _, name = request.headers.get(SERVICE_HEADER, "").partition("/")
         uid = request.headers.get(UID_HEADER, "")
         group = request.headers.get(GROUP_HEADER, "")
+        refusal = self._xds.peers.refusal(
+            request.transport.get_extra_info("peercert") if request.transport else None,
+            node_ids=self._xds.clients.node_ids(group),
+            group=group,
+        )
+        if refusal is not None:
+            return web.Response(status=403, text=refusal)
         try:
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
             await self._metrics.timed_route(self._manager.route_request, route)
@@ -61,6 +81,10 @@ class MissPath:
             return web.Response(status=400, text=f"invalid request: {exc}")
         except UnknownService as exc:
             return web.Response(status=404, text=exc.message)
+        except NewUsersLimited as exc:
+            # The filter answers 429 itself, or (503) selects the balanced route.
+            reject = exc.detail["over_limit"] == OverLimit.REJECT
+            return web.Response(status=429 if reject else 503, text=exc.message)
         except (NoHealthyPods, StoreUnavailable) as exc:
             # The filter then selects the balanced route: Envoy places the request itself.
             return web.Response(status=503, text=exc.message)

@@ -4,6 +4,9 @@ A user's binding is read and written through coalesced Redis calls (one ``HMGET`
 lookups and one ``BIND_MANY`` for the binds of an event-loop turn). With Redis unreachable,
 users Envoy already routes keep their pod and new users are placed by plain weighted
 consistent hashing (every replica agrees); their binds are written when Redis answers again.
+
+A new user is bound only within its service's ``NewUserLimits`` (``admission.py``); past
+them it is refused (``NewUsersLimited``) and stays unbound, and bound users are not affected.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from dataclasses import replace
 
 from redis.exceptions import RedisError
 
+from controlplane.admission import NewUserGate
 from controlplane.balancer import BoundedLoadHash
 from controlplane.callbacks import ManagerCallbacks, Moves
 from controlplane.coalesce import Coalescer
 from controlplane.domain import (
     Binding,
+    NewUserLimits,
     Pod,
     RouteRequest,
     RouteResult,
@@ -31,7 +36,7 @@ from controlplane.domain.placement import sitting_out
 from controlplane.domain.sticky import StickyTable
 from controlplane.errors import NotBound, StoreUnavailable
 from controlplane.service_cache import CachedService, ServiceCache
-from controlplane.store import ServiceKeys, Store
+from controlplane.store import Refusal, ServiceKeys, Store
 
 log = logging.getLogger("stateful_route.manager")
 
@@ -60,11 +65,16 @@ class Router:
         # Users placed while Redis was unreachable, to bind once it answers: uid -> pod.
         self._pending: dict[ServiceKey, dict[str, int]] = {}
         self._seen: dict[ServiceKey, dict[str, float]] = {}
+        self.new_users = NewUserGate(clock)
         self._lookup: Coalescer[ServiceKeys, str, int | None] = Coalescer(
             store.bindings.lookup_many
         )
-        self._bind: Coalescer[ServiceKeys, tuple[str, int], tuple[int, bool]] = Coalescer(
-            lambda keys, wanted: store.bindings.bind_many(keys, wanted, self._clock())
+        self._bind: Coalescer[
+            tuple[ServiceKeys, NewUserLimits], tuple[str, int], tuple[int, bool] | Refusal
+        ] = Coalescer(
+            lambda group, wanted: store.bindings.admit_many(
+                group[0], wanted, self._clock(), group[1]
+            )
         )
 
     async def route_request(self, request: RouteRequest) -> RouteResult:
@@ -87,6 +97,8 @@ class Router:
                 self._seen.setdefault(key, {})[uid] = now
                 self.sticky.put(key, uid, bound, now)
                 return _result(pod, strategy, new=False)
+        if bound is None:
+            self.new_users.check(key, cached.service.settings.new_users)
         out = sitting_out(cached.pods, self._clock())
         candidates = [c for c in cached.candidates() if c.index not in out]
         target = cached.balancer(strategy).pick(candidates, uid)
@@ -111,6 +123,9 @@ class Router:
         pod = cached.pods.get(known) if known is not None else None
         if pod is not None and pod.keeps_bound_users:
             return _result(pod, strategy, new=False, degraded=True)
+        limits = cached.service.settings.new_users
+        if len(self.sticky.routes(key)) >= limits.max_bound_users:
+            raise self.new_users.refused(key, limits, Refusal.FULL) from error
         candidates = [replace(c, bound_users=0) for c in cached.candidates()]
         index = BoundedLoadHash(cached.service.settings.hash_balance_factor).pick(candidates, uid)
         pending = self._pending.setdefault(key, {})
@@ -155,7 +170,11 @@ class Router:
             current = await self.current_pod(cached, uid)
             if current is not None:
                 return current, False
-        return await self._bind(cached.keys, (uid, target))
+        limits = cached.service.settings.new_users
+        placed = await self._bind((cached.keys, limits), (uid, target))
+        if isinstance(placed, Refusal):
+            raise self.new_users.refused(cached.service.key, limits, placed)
+        return placed
 
     async def current_pod(self, cached: CachedService, uid: str) -> int | None:
         """The pod ``uid`` is bound to in Redis now (None if unbound)."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from controlplane.admin.app import create_admin_app
+from controlplane.admin.config import is_loopback
 from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
@@ -30,6 +31,7 @@ from controlplane.signals.envoy_events import (
 )
 from controlplane.signals.load_reports import FleetLoadSignals
 from controlplane.store import Store
+from controlplane.tls import ReloadingServerContext
 from controlplane.xds.listeners import XdsListeners
 from controlplane.xds.load_stats import LoadReporting
 from controlplane.xds.server import XdsServer
@@ -92,9 +94,11 @@ class Server:
             ),
         )
         # The admin API (served from start, after the xDS listeners).
+        admin = settings.admin.for_listener(listen.host)
+        self.admin_tls = ReloadingServerContext(admin.tls) if admin.tls is not None else None
         self.admin = create_admin_app(
             self.manager,
-            settings.admin,
+            admin,
             envoys_view=lambda: envoy_statuses(self.xds.envoys(), self.xds.cache),
             metrics=self.metrics,
         )
@@ -113,7 +117,11 @@ class Server:
         listen = self.settings.listen
         # xDS first: Envoy must find the restored routes before anything else changes them.
         await self.xds_listeners.start()
+        self._warn_if_exposed()
         self.admin_port = await self._serve(self.admin, listen.host, listen.admin_port)
+        if self.admin_tls is not None:
+            reload = self.admin_tls.watch()
+            self._tasks.append(asyncio.create_task(reload, name="admin-tls-reload"))
         if self.settings.upkeep.health_checks:
             await self.health.start()
         upkeep = self.settings.upkeep
@@ -130,8 +138,9 @@ class Server:
             self._every(signals.load_report_interval_s, self.fleet.publish_load, "envoy-load")
         xds = self.xds_listeners
         log.info(
-            "started admin=http://%s:%d xds_rest=%d xds_grpc=%d",
-            listen.host, self.admin_port, xds.rest_port, xds.grpc_port,
+            "started admin=%s://%s:%d xds_rest=%d xds_grpc=%d xds_tls=%s",
+            "http" if self.admin_tls is None else "https", listen.host, self.admin_port,
+            xds.rest_port, xds.grpc_port, self.settings.xds.tls is not None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -167,10 +176,23 @@ class Server:
             for pod in config.pods:
                 await self.manager.upsert_pod(service.key, pod)
 
+    def _warn_if_exposed(self) -> None:
+        """Say so once when a listener beyond loopback has no protection of its own."""
+        settings, host = self.settings, self.settings.listen.host
+        if is_loopback(host):
+            return
+        if settings.admin.token is None:
+            log.warning("admin_api_open host=%s: no token, anyone reaching it may write", host)
+        if settings.admin.tls is None:
+            log.warning("admin_api_plain host=%s: tokens cross the network in clear text", host)
+        if settings.xds.tls is None:
+            log.warning("xds_plain host=%s: anyone reaching xDS reads every route and user", host)
+
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        tls = self.admin_tls.context if self.admin_tls is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         self._runners.append(runner)
         server = site._server

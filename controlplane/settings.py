@@ -104,8 +104,12 @@ class ServiceConfig(BaseModel):
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: an error names the field, never the value (it may be a secret).
     model_config = SettingsConfigDict(
-        env_prefix="STATEFUL_ROUTE_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="STATEFUL_ROUTE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
     )
 
     redis: RedisSettings = RedisSettings()

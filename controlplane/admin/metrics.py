@@ -16,7 +16,12 @@ from prometheus_client.exposition import choose_encoder
 from redis.exceptions import RedisError
 
 from controlplane.domain import FailoverEvent, FailoverType, RouteRequest, RouteResult
-from controlplane.errors import StatefulRouteError, StoreUnavailable, UnknownService
+from controlplane.errors import (
+    NewUsersLimited,
+    StatefulRouteError,
+    StoreUnavailable,
+    UnknownService,
+)
 from controlplane.manager import StatefulRouteManager
 
 # The route call is one Redis round trip when all goes well, a few more on a new binding.
@@ -46,6 +51,13 @@ class AdminMetrics:
             "stateful_route_route_seconds",
             "Latency of the miss path: deciding the pod of a user Envoy has no route for.",
             buckets=_ROUTE_BUCKETS,
+            registry=r,
+        )
+        self.new_users_refused = Counter(
+            "stateful_route_new_users_refused",
+            "New users not bound because their service was at a limit (reason: "
+            "max_bound_users or new_per_s); Envoy balanced them or answered 429.",
+            (*service, "reason"),
             registry=r,
         )
         self.failovers = Counter(
@@ -101,6 +113,11 @@ class AdminMetrics:
             result = await route(request)
             outcome = "new_binding" if result.new_binding else "bound"
             return result
+        except NewUsersLimited as exc:
+            outcome = exc.code
+            refused = (exc.detail["namespace"], exc.detail["service"], exc.detail["reason"])
+            self.new_users_refused.labels(*map(str, refused)).inc()
+            raise
         except StatefulRouteError as exc:
             outcome = exc.code
             raise

@@ -42,7 +42,8 @@ to pods, and ask which pod serves a user.
 issues>", "context": {...}}`. 400: malformed JSON or a bad name, uid, pod index or query \
 parameter; 401: missing or wrong token; 404: unknown service or pod, or an unbound user; \
 409: the state forbids it; 413: body larger than the server's limit; 422: JSON of the wrong \
-shape; 503: Redis unreachable, or no pod takes new users.
+shape; 429: the service binds no new user now (at a limit of its `new_users` settings); 503: \
+Redis unreachable, or no pod takes new users.
 """
 
 PATH_PARAMETERS: dict[str, tuple[str, Schema]] = {
@@ -62,6 +63,7 @@ ERROR_MEANINGS = {
     409: "The current state forbids it.",
     413: "The body is larger than the server accepts.",
     422: "The JSON body has the wrong shape.",
+    429: "The user is unbound and its service binds no new user now (`new_users` limits).",
     503: "Redis is unreachable, or no pod takes new users.",
 }
 
@@ -161,8 +163,8 @@ def _error_statuses(op: Operation) -> list[int]:
 def _security(access: Access) -> list[dict[str, list[str]]]:
     if access is Access.WRITE:
         return [{"bearer": []}]
-    if access is Access.READ:
-        return [{}, {"bearer": []}]  # the token is needed only when reads are protected
+    if access in (Access.READ, Access.USER_READ):
+        return [{}, {"bearer": []}]  # a token is needed only when such reads are protected
     return []
 
 
@@ -183,6 +185,8 @@ def _path_parameter(name: str) -> Schema:
 _ACCESS_NOTE = {
     "open": "open (never needs the token)",
     "read": "read (needs the token only when reads are protected)",
+    "user_read": "read of user ids (needs the read token or the token when reads are protected, "
+    "or user reads are: by default when the API listens beyond loopback)",
     "write": "write (needs the token when one is configured)",
 }
 

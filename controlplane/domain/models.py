@@ -52,6 +52,31 @@ class HealthCheckSettings(BaseModel):
     unhealthy_threshold: int = Field(default=3, ge=1, le=1_000)
 
 
+class OverLimit(StrEnum):
+    """What a new user's request gets while its service takes no new users."""
+
+    BALANCE = "balance"  # Envoy balances it over the pods; the user stays unbound
+    REJECT = "reject"  # Envoy answers 429
+
+
+class NewUserLimits(BaseModel):
+    """What unknown users may create: a binding in Redis and a scope in every Envoy each.
+
+    Bound users are never limited; a user past a limit is simply not bound (yet).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Bindings the service may hold at once (Redis: ~252 bytes each; Envoy: ~1 KB per user
+    # seen within the route window).
+    max_bound_users: int = Field(default=1_000_000, ge=1, le=1_000_000_000)
+    # New bindings per second, shared by every replica (a token bucket in Redis) ...
+    new_per_s: float = Field(default=1_000.0, gt=0, le=1_000_000)
+    # ... of this many tokens: a burst this large binds at once.
+    burst: int = Field(default=10_000, ge=1, le=10_000_000)
+    over_limit: OverLimit = OverLimit.BALANCE
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +93,7 @@ class ServiceSettings(BaseModel):
         Field(default_factory=list, max_length=32)
     )
     envoy: EnvoyClusterSettings = EnvoyClusterSettings()
+    new_users: NewUserLimits = NewUserLimits()
 
 
 class Service(BaseModel):

@@ -29,6 +29,7 @@ class SentinelSet:
         host: str = "127.0.0.1",
         down_after_ms: int = 1000,
         appendonly: bool = False,
+        user: tuple[str, str] | None = None,
     ) -> None:
         self.master_name = master_name
         self.host = host
@@ -37,6 +38,9 @@ class SentinelSet:
         self.replica_count = replicas
         self.sentinel_count = sentinels
         self.quorum = sentinels // 2 + 1
+        # An ACL user (name, password) the data nodes require, instead of their open default
+        # user; the replicas and the Sentinels authenticate as it too.
+        self.user = user
         self.primary: RedisServer | None = None
         self.replicas: list[RedisServer] = []
         self.sentinels: list[RedisServer] = []
@@ -53,13 +57,18 @@ class SentinelSet:
 
     def start(self, timeout: float = 20.0) -> SentinelSet:
         try:
-            self.primary = RedisServer(host=self.host, appendonly=self.appendonly).start()
+            self.primary = RedisServer(
+                host=self.host, appendonly=self.appendonly, extra_args=self._acl()
+            ).start()
             for _ in range(self.replica_count):
                 replica = RedisServer(
                     host=self.host,
                     appendonly=self.appendonly,
-                    extra_args=("--replicaof", self.host, str(self.primary.port)),
-                )
+                    extra_args=(
+                        *self._acl(),
+                        "--replicaof", self.host, str(self.primary.port),
+                    ),
+                )  # fmt: skip
                 self.replicas.append(replica.start())
             for _ in range(self.sentinel_count):
                 self.sentinels.append(self._sentinel(self.primary.port).start())
@@ -68,6 +77,24 @@ class SentinelSet:
             self.cleanup()
             raise
         return self
+
+    def _acl(self) -> tuple[str, ...]:
+        if self.user is None:
+            return ()
+        name, password = self.user
+        return (
+            "--user", "default", "off",
+            "--user", name, "on", f">{password}", "~*", "&*", "+@all",
+            "--masteruser", name, "--masterauth", password,
+        )  # fmt: skip
+
+    def _client(self, node: RedisServer) -> redis.Redis:
+        """A client of a data node, as the ACL user if there is one."""
+        name, password = self.user or (None, None)
+        return redis.Redis(
+            host=node.host, port=node.port, username=name, password=password,
+            decode_responses=True,
+        )  # fmt: skip
 
     def _sentinel(self, primary_port: int) -> RedisServer:
         port = free_port(self.host)
@@ -79,6 +106,12 @@ class SentinelSet:
             f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
             f"sentinel failover-timeout {name} {max(3 * self.down_after_ms, 3000)}\n"
             f"sentinel parallel-syncs {name} 1\n"
+            + (
+                f"sentinel auth-user {name} {self.user[0]}\n"
+                f"sentinel auth-pass {name} {self.user[1]}\n"
+                if self.user
+                else ""
+            )
         )
         return RedisServer(
             port, host=self.host, config_file=str(config), extra_args=("--sentinel",)
@@ -93,7 +126,7 @@ class SentinelSet:
                 if int(fields["num-other-sentinels"]) < self.sentinel_count - 1:
                     return False
         for replica in self.replicas:
-            with redis.Redis(host=replica.host, port=replica.port, decode_responses=True) as c:
+            with self._client(replica) as c:
                 if c.info("replication")["master_link_status"] != "up":
                     return False
         return True

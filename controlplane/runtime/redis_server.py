@@ -48,12 +48,14 @@ class RedisServer:
         data_dir: str | None = None,
         extra_args: tuple[str, ...] = (),
         config_file: str | None = None,
+        binary: str | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.appendonly = appendonly
         self.extra_args = extra_args
         self.config_file = config_file  # needed by Sentinel, which rewrites its own config
+        self.binary = binary  # None: find_redis_binary()'s
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="stateful-route-redis-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +66,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
-            find_redis_binary(),
+            self.binary or find_redis_binary(),
             *([self.config_file] if self.config_file else []),
             "--port", str(self.port),
             "--bind", self.host,
@@ -91,7 +93,8 @@ class RedisServer:
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                # NOAUTH: a server that wants a user first answers all the same.
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.exceptions import RedisError
 
 from controlplane.domain import ServiceKey
-from controlplane.store.bindings import BindingStore
+from controlplane.store.bindings import BindingStore, Refusal
 from controlplane.store.config import RedisSettings
 from controlplane.store.connection import RedisClient, connect
 from controlplane.store.history import FailoverHistory
@@ -54,6 +54,7 @@ __all__ = [
     "FailoverHistory",
     "KeySpace",
     "RedisClient",
+    "Refusal",
     "ServiceKeys",
     "ServiceRegistry",
     "Store",

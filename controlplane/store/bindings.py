@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
+from enum import StrEnum
 from typing import Any, cast
 
 from redis.commands.core import AsyncScript
 
-from controlplane.domain import Binding
+from controlplane.domain import Binding, NewUserLimits
 from controlplane.store import scripts
 from controlplane.store.connection import RedisClient
 from controlplane.store.keys import ServiceKeys
@@ -21,6 +22,16 @@ def parse_binding(uid: str, value: str, last_seen: float | None = None) -> Bindi
 def pod_of(value: str) -> int:
     return int(value[: value.index("|")])
 
+
+class Refusal(StrEnum):
+    """Why a new user was not bound (the values name the limit, in metrics and logs)."""
+
+    FULL = "max_bound_users"
+    RATE = "new_per_s"
+
+
+# BIND_MANY's per-uid codes for a refusal.
+_REFUSALS = {-1: Refusal.FULL, -2: Refusal.RATE}
 
 _MAX_PASSES = 8  # each pass declares at least one more pod; a service has few of them
 
@@ -36,7 +47,12 @@ class BindingStore:
         self._expire = redis.register_script(scripts.EXPIRE_IDLE)
 
     async def _run(
-        self, script: AsyncScript, keys: ServiceKeys, pods: Iterable[int], args: Sequence[Any]
+        self,
+        script: AsyncScript,
+        keys: ServiceKeys,
+        pods: Iterable[int],
+        args: Sequence[Any],
+        own_keys: Sequence[str] = (),
     ) -> list[Any]:
         """Run a binding script until it has met no undeclared pod; -> each pass's result.
 
@@ -47,7 +63,12 @@ class BindingStore:
         results: list[Any] = []
         for _ in range(_MAX_PASSES):
             result, undeclared = await script(
-                keys=[keys.bindings, keys.last_seen, *(keys.pod_users(p) for p in declared)],
+                keys=[
+                    keys.bindings,
+                    keys.last_seen,
+                    *own_keys,
+                    *(keys.pod_users(p) for p in declared),
+                ],
                 args=[",".join(map(str, declared)), *args],
             )
             results.append(result)
@@ -76,13 +97,39 @@ class BindingStore:
         Returns, per item, the pod the uid ends up on and whether this call bound it: the
         first writer wins, so concurrent callers on any replica agree on one pod.
         """
+        placed = await self.admit_many(keys, wanted, now, None)
+        bound = [outcome for outcome in placed if not isinstance(outcome, Refusal)]
+        assert len(bound) == len(placed)  # without limits nobody is refused
+        return bound
+
+    async def admit_many(
+        self,
+        keys: ServiceKeys,
+        wanted: Sequence[tuple[str, int]],
+        now: float,
+        limits: NewUserLimits | None,
+    ) -> list[tuple[int, bool] | Refusal]:
+        """``bind_many`` within the service's ``limits``: a uid not bound yet is refused while
+        the service holds ``max_bound_users`` or its token bucket (``new_per_s``, shared by
+        every replica) is empty. Bound uids are answered whatever the limits."""
         if not wanted:
             return []
         pairs = [str(item) for uid, pod in wanted for item in (uid, pod)]
-        [flat] = await self._run(self._bind, keys, (pod for _, pod in wanted), [repr(now), *pairs])
+        bounds = (
+            ("", "", "")
+            if limits is None
+            else (limits.max_bound_users, repr(limits.new_per_s), limits.burst)
+        )
+        [flat] = await self._run(
+            self._bind,
+            keys,
+            (pod for _, pod in wanted),
+            [repr(now), *bounds, *pairs],
+            own_keys=[keys.new_user_tokens],
+        )
         return [
-            (pod_of(value), bool(created))
-            for created, value in zip(flat[::2], flat[1::2], strict=True)
+            _REFUSALS[code] if code < 0 else (pod_of(value), bool(code))
+            for code, value in zip(flat[::2], flat[1::2], strict=True)
         ]
 
     async def move(

@@ -22,6 +22,7 @@ class ServiceKeys:
     bindings: str  # HASH: uid -> "<pod>|<bound_at>"
     last_seen: str  # ZSET: uid scored by last use (unix seconds)
     pod_users_prefix: str  # SET per pod: <prefix><index> -> uids bound there
+    new_user_tokens: str  # HASH tokens, at: the new-user token bucket (absent while full)
     events: str  # LIST: FailoverEvent JSON, newest first, capped
 
     def pod_users(self, index: int) -> str:
@@ -50,5 +51,6 @@ class KeySpace:
             bindings=f"{base}:b",
             last_seen=f"{base}:seen",
             pod_users_prefix=f"{base}:p:",
+            new_user_tokens=f"{base}:admit",
             events=f"{base}:events",
         )

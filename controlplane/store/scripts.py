@@ -5,7 +5,8 @@ KEYS, as Redis Cluster requires (the cluster routes a script by its KEYS; a key 
 Lua is invisible to it). A binding is stored as "<pod>|<bound_at>".
 
 The binding scripts share one calling convention:
-  KEYS[1] bindings, KEYS[2] last_seen, KEYS[3..] the reverse-index sets of some pods;
+  KEYS[1] bindings, KEYS[2] last_seen, then keys of the script's own (BIND_MANY: the new-user
+  token bucket), and last the reverse-index sets of some pods;
   ARGV[1] those pods' indexes, comma-separated, in KEYS order; ARGV[2..] the script's own.
 A script that meets a binding to a pod whose set was not declared leaves that user alone and
 names the pod in its reply, ``{result, undeclared_pods}``; the caller declares it and reruns
@@ -16,10 +17,12 @@ this is how a caller learns which sets to declare without a racy read beforehand
 _DECLARED_PODS = """
 local users_of = {}
 do
-  local i = 3
+  local pods = {}
   for pod in string.gmatch(ARGV[1], '%d+') do
-    users_of[pod] = KEYS[i]
-    i = i + 1
+    pods[#pods + 1] = pod
+  end
+  for i, pod in ipairs(pods) do
+    users_of[pod] = KEYS[#KEYS - #pods + i]
   end
 end
 local undeclared, noted = {}, {}
@@ -37,19 +40,40 @@ local function pod_of(value)
 end
 """
 
-# ARGV: pods, now, uid1, pod1, uid2, pod2, ...   (every pod named must be declared)
-# -> {{created, value, created, value, ...}, {}}: per uid, 1 when this call bound it, and the
-#    binding it has now (the existing one wins: first writer wins).
+# KEYS[3]: the service's new-user token bucket (HASH tokens, at), absent while full.
+# ARGV: pods, now, max_bound_users, new_per_s, burst, uid1, pod1, uid2, pod2, ...
+#   (every pod named must be declared; the three limits '' for none)
+# -> {{code, value, code, value, ...}, {}}: per uid, 1 when this call bound it and 0 when it
+#    was bound already (value: the binding it has now; the existing one wins: first writer
+#    wins), or -1 (the service holds max_bound_users) or -2 (no token left), value ''.
 BIND_MANY = (
     _DECLARED_PODS
     + """
+local now = tonumber(ARGV[2])
+local max_users, rate, burst = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local count = max_users and redis.call('HLEN', KEYS[1])
+local tokens, at, spent
+if rate then
+  local bucket = redis.call('HMGET', KEYS[3], 'tokens', 'at')
+  tokens, at = tonumber(bucket[1]) or burst, tonumber(bucket[2]) or now
+  if now > at then  -- a replica whose clock lags refills nothing, and takes nothing back
+    tokens = math.min(burst, tokens + (now - at) * rate)
+    at = now
+  end
+end
 local out = {}
-for i = 3, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local uid, pod = ARGV[i], ARGV[i + 1]
   local cur = redis.call('HGET', KEYS[1], uid)
   if cur then
     out[#out + 1] = 0
     out[#out + 1] = cur
+  elseif count and count >= max_users then
+    out[#out + 1] = -1
+    out[#out + 1] = ''
+  elseif tokens and tokens < 1 then
+    out[#out + 1] = -2
+    out[#out + 1] = ''
   else
     local users = users_key(pod)
     if not users then
@@ -61,7 +85,19 @@ for i = 3, #ARGV, 2 do
     redis.call('ZADD', KEYS[2], ARGV[2], uid)
     out[#out + 1] = 1
     out[#out + 1] = value
+    if count then
+      count = count + 1
+    end
+    if tokens then
+      tokens = tokens - 1
+      spent = true
+    end
   end
+end
+if spent then
+  -- Kept only until it would have refilled: an absent bucket is a full one.
+  redis.call('HSET', KEYS[3], 'tokens', tostring(tokens), 'at', ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], math.ceil((burst - tokens) / rate * 1000) + 1000)
 end
 return {out, undeclared}
 """

@@ -188,6 +188,11 @@ class ConnectedEnvoys:
         self._expire()
         return sorted({c.admin_url for c in self._clients.values() if c.admin_url})
 
+    def node_ids(self, group: str) -> set[str]:
+        """The node ids of the group's connected Envoys."""
+        self._expire()
+        return {c.node_id for c in self._clients.values() if c.node_group == group}
+
     def views(self) -> list[EnvoyView]:
         """Every connected Envoy, oldest connection first."""
         self._expire()

@@ -22,6 +22,7 @@ from controlplane.xds import wire
 from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.identity import PeerCheck
 from controlplane.xds.protocol import DeltaRequest, Node, Request, admin_url, node_group
 from controlplane.xds.session import AdsSession
 
@@ -56,11 +57,16 @@ class AggregatedDiscovery:
     """The ADS service; register it with a ``grpclib.server.Server``."""
 
     def __init__(
-        self, cache: SnapshotCache, clients: ConnectedEnvoys, settings: XdsSettings
+        self,
+        cache: SnapshotCache,
+        clients: ConnectedEnvoys,
+        settings: XdsSettings,
+        peers: PeerCheck | None = None,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
+        self._peers = peers or PeerCheck(None)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         stream = grpclib.const.Cardinality.STREAM_STREAM
@@ -91,6 +97,9 @@ class AggregatedDiscovery:
             return
         node: Node = first.node or Node()
         group = node_group(node, self._settings.node_group_key)
+        refusal = self._peers.refusal(stream.peer.cert(), node_ids={node.id}, group=group)
+        if refusal is not None:
+            raise GRPCError(grpclib.const.Status.PERMISSION_DENIED, refusal)
         peer = stream.peer.addr()
         where = admin_url(node, peer[0] if peer else None)
         client = self._clients.enter(node.id, group, transport, where)

@@ -39,8 +39,9 @@ function envoy_on_request(handle)
       ["x-stateful-route-attempt"] = tostring(attempt),
     }, "", @TIMEOUT_MS@)
     local status = headers[":status"]
-    if status == "400" then
-      handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, body)
+    if status == "400" or status == "429" then
+      -- A bad uid, or a service that refuses new users past its limits (by its settings).
+      handle:respond({[":status"] = status, ["content-type"] = "text/plain"}, body)
       return
     end
     if status ~= "200" then

@@ -22,6 +22,7 @@ from controlplane.xds import resources as res
 from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
+from controlplane.xds.identity import PeerCheck
 from controlplane.xds.protocol import Node, Request, SotwSubscription, admin_url, node_group
 from controlplane.xds.user_scopes import ScopeView
 
@@ -93,11 +94,16 @@ class RestDiscovery:
     """The REST discovery endpoints, reading snapshots from the cache."""
 
     def __init__(
-        self, cache: SnapshotCache, clients: ConnectedEnvoys, settings: XdsSettings
+        self,
+        cache: SnapshotCache,
+        clients: ConnectedEnvoys,
+        settings: XdsSettings,
+        peers: PeerCheck | None = None,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
+        self._peers = peers or PeerCheck(None)
         # Envoy sends the same ~77 KB body again and again: parse each distinct body once.
         self._parse = lru_cache(maxsize=settings.rest_parse_cache_size)(parse_request)
         self._pollers: dict[tuple[str, str, tuple[str, ...]], _Poller] = {}
@@ -115,6 +121,10 @@ class RestDiscovery:
             raise web.HTTPBadRequest(text=str(exc)) from None
         node = parsed.node or Node()
         group = node_group(node, self._settings.node_group_key)
+        peercert = request.transport.get_extra_info("peercert") if request.transport else None
+        refusal = self._peers.refusal(peercert, node_ids={node.id}, group=group)
+        if refusal is not None:
+            raise web.HTTPForbidden(text=refusal)
         poller = self._poller(node.id, parsed)
         sub = poller.subscription
         where = admin_url(node, request.remote)

@@ -16,6 +16,7 @@ from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.clients import ConnectedEnvoys, EnvoyView, XdsObserver
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.grpc import AggregatedDiscovery
+from controlplane.xds.identity import PeerCheck
 from controlplane.xds.rest import RestDiscovery
 from controlplane.xds.source import StateSource
 
@@ -40,8 +41,10 @@ class XdsServer:
         self.source = source
         self.cache = SnapshotCache(self.settings, source.sticky.routes)
         self.clients = ConnectedEnvoys(self.settings.rest_client_expiry_s, observer=metrics)
-        self.rest = RestDiscovery(self.cache, self.clients, self.settings)
-        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings)
+        # With xds.tls: which node a client certificate may speak for.
+        self.peers = PeerCheck(self.settings.tls)
+        self.rest = RestDiscovery(self.cache, self.clients, self.settings, self.peers)
+        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings, self.peers)
         self._pending: set[ServiceKey] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

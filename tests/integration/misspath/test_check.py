@@ -11,7 +11,14 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from controlplane.admin.metrics import AdminMetrics
-from controlplane.domain import Pod, Service, ServiceKey, ServiceSettings
+from controlplane.domain import (
+    NewUserLimits,
+    OverLimit,
+    Pod,
+    Service,
+    ServiceKey,
+    ServiceSettings,
+)
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
 from controlplane.store import Store
@@ -115,3 +122,31 @@ async def test_an_invalid_uid_is_refused_and_never_bound(client: Client, store: 
     response = await client.post(MISS_PATH, headers=asking("x" * 300))
     assert response.status == 400
     assert [key async for key in store.redis.scan_iter("*:b")] == []
+
+
+@pytest.mark.parametrize(("over_limit", "status"), [("balance", 503), ("reject", 429)])
+async def test_a_new_user_past_the_services_limits_is_balanced_or_rejected_as_it_says(
+    aiohttp_client: AiohttpClient,
+    manager: StatefulRouteManager,
+    xds: XdsServer,
+    over_limit: str,
+    status: int,
+) -> None:
+    metrics = AdminMetrics()
+    app = web.Application()
+    app.router.add_routes(MissPath(manager, metrics, xds).routes())
+    client = await aiohttp_client(app)
+    xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))
+    assert (await client.post(MISS_PATH, headers=asking("alice"))).status == 200
+    limits = NewUserLimits(max_bound_users=1, over_limit=OverLimit(over_limit))
+    settings = ServiceSettings(uid_header="x-player", new_users=limits)
+    await manager.register_service(Service(namespace="games", name="lobby", settings=settings))
+
+    stranger = await client.post(MISS_PATH, headers=asking("stranger"))
+    alice = await client.post(MISS_PATH, headers=asking("alice"))
+
+    assert stranger.status == status  # 503: the filter balances it; 429: it answers 429
+    assert alice.status == 200
+    labels = {"namespace": "games", "service": "lobby", "reason": "max_bound_users"}
+    refused = metrics.registry.get_sample_value("stateful_route_new_users_refused_total", labels)
+    assert refused == 1

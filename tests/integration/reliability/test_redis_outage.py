@@ -8,8 +8,15 @@ from collections.abc import Iterator
 import pytest
 from redis.exceptions import RedisError
 
-from controlplane.domain import Pod, RouteRequest, Service, ServiceKey
-from controlplane.errors import StoreUnavailable
+from controlplane.domain import (
+    NewUserLimits,
+    Pod,
+    RouteRequest,
+    Service,
+    ServiceKey,
+    ServiceSettings,
+)
+from controlplane.errors import NewUsersLimited, StoreUnavailable
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.store import Store
@@ -80,3 +87,34 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
     await manager.close()
     await other.close()
     await store.close()
+
+
+async def test_without_redis_new_users_stay_within_the_bound_known_users_keep_their_pod(
+    own_redis: RedisServer,
+) -> None:
+    store = Store.from_url(own_redis.url)
+    manager = StatefulRouteManager(store)
+    settings = ServiceSettings(new_users=NewUserLimits(max_bound_users=20))
+    await manager.register_service(
+        Service(namespace=KEY.namespace, name=KEY.name, settings=settings)
+    )
+    for index in range(4):
+        await manager.upsert_pod(KEY, Pod(index=index, host="10.0.0.1", port=9000 + index))
+    before = {
+        f"old-{i}": (await manager.route_request(ask(f"old-{i}"))).pod_index for i in range(15)
+    }
+
+    own_redis.kill()
+    placed, refused = 0, 0
+    for i in range(100):
+        try:
+            await manager.route_request(ask(f"new-{i}"))
+            placed += 1
+        except NewUsersLimited:
+            refused += 1
+    during_old = {uid: (await manager.route_request(ask(uid))).pod_index for uid in before}
+
+    assert (placed, refused) == (5, 95)  # the route table holds 20 users of the service
+    assert len(manager.sticky.routes(KEY)) == 20
+    assert during_old == before
+    await manager.close()
