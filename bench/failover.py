@@ -151,7 +151,13 @@ async def run(users: int) -> Scenario:
     )
     ours = await measure(StackConfig(pods=4, transport="delta"), users)
     # No Envoy signal read: only the control plane's own health checks find the dead pod.
-    blind = {"signals": {"outlier_event_log": None, "envoy_admin_urls": []}}
+    blind = {
+        "signals": {
+            "outlier_event_log": None,
+            "poll_discovered_envoys": False,
+            "load_reports": False,
+        }
+    }
     baseline = await measure(StackConfig(pods=4, transport="delta", extra_settings=blind), users)
     what = "active health checks only (1 s x 3)"
     scenario.add(

@@ -11,6 +11,10 @@ placement's first user does the answer wait until the group's Envoys acknowledge
 
 A new user past its service's ``NewUserLimits`` is not placed: the answer (503) makes the
 filter select the balanced route, or (429, ``over_limit: reject``) answer 429 itself.
+
+With ``xds.tls`` the endpoint shares the xDS listener's mutual TLS: a caller without a client
+certificate of the CA never gets a request in, and one whose certificate does not name the
+group it claims (``client_identity``) is answered 403 before anything is bound.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ class MissPath:
         namespace, _, name = request.headers.get(SERVICE_HEADER, "").partition("/")
         uid = request.headers.get(UID_HEADER, "")
         group = request.headers.get(GROUP_HEADER, "")
+        refusal = self._xds.peers.refusal(
+            request.transport.get_extra_info("peercert") if request.transport else None,
+            node_ids=self._xds.clients.node_ids(group),
+            group=group,
+        )
+        if refusal is not None:
+            return web.Response(status=403, text=refusal)
         try:
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
             await self._metrics.timed_route(self._manager.route_request, route)

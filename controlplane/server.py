@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from controlplane.admin.app import create_admin_app
+from controlplane.admin.config import is_loopback
 from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
 from controlplane.domain import Service
+from controlplane.domain.fleet_evidence import EvidenceRules
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
 from controlplane.outage import RedisOutage, run_every
@@ -26,8 +29,11 @@ from controlplane.signals.envoy_events import (
     parse_health_event,
     parse_outlier_event,
 )
+from controlplane.signals.load_reports import FleetLoadSignals
 from controlplane.store import Store
+from controlplane.tls import ReloadingServerContext
 from controlplane.xds.listeners import XdsListeners
+from controlplane.xds.load_stats import LoadReporting
 from controlplane.xds.server import XdsServer
 
 log = logging.getLogger("stateful_route.server")
@@ -65,6 +71,14 @@ class Server:
         self.outage = RedisOutage(self.store.redis.ping)
         # Health signals in (the leader alone probes, as the manager's is_leader says).
         self.health = ActiveHealthChecker(self.manager, outage=self.outage)
+        signals = settings.signals
+        self.fleet = FleetLoadSignals(
+            self.manager,
+            EvidenceRules(signals.load_report_error_ratio, signals.load_report_min_errors),
+            replica=self.replica_id,
+            interval_s=signals.load_report_interval_s,
+            clock=time.time,
+        )
         # xDS and the miss path out.
         self.xds = XdsServer(self.manager, settings.xds, metrics=self.metrics)
         self.xds_listeners = XdsListeners(
@@ -73,11 +87,18 @@ class Server:
             rest_port=listen.xds_rest_port,
             grpc_port=listen.xds_grpc_port,
             extra_routes=MissPath(self.manager, self.metrics, self.xds).routes(),
+            extra_services=(
+                [LoadReporting(self.fleet, signals.load_report_interval_s)]
+                if signals.load_reports
+                else []
+            ),
         )
         # The admin API (served from start, after the xDS listeners).
+        admin = settings.admin.for_listener(listen.host)
+        self.admin_tls = ReloadingServerContext(admin.tls) if admin.tls is not None else None
         self.admin = create_admin_app(
             self.manager,
-            settings.admin,
+            admin,
             envoys_view=lambda: envoy_statuses(self.xds.envoys(), self.xds.cache),
             metrics=self.metrics,
         )
@@ -96,7 +117,11 @@ class Server:
         listen = self.settings.listen
         # xDS first: Envoy must find the restored routes before anything else changes them.
         await self.xds_listeners.start()
+        self._warn_if_exposed()
         self.admin_port = await self._serve(self.admin, listen.host, listen.admin_port)
+        if self.admin_tls is not None:
+            reload = self.admin_tls.watch()
+            self._tasks.append(asyncio.create_task(reload, name="admin-tls-reload"))
         if self.settings.upkeep.health_checks:
             await self.health.start()
         upkeep = self.settings.upkeep
@@ -108,10 +133,14 @@ class Server:
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
         self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()
+        signals = self.settings.signals
+        if signals.load_reports:
+            self._every(signals.load_report_interval_s, self.fleet.publish_load, "envoy-load")
         xds = self.xds_listeners
         log.info(
-            "started admin=http://%s:%d xds_rest=%d xds_grpc=%d",
-            listen.host, self.admin_port, xds.rest_port, xds.grpc_port,
+            "started admin=%s://%s:%d xds_rest=%d xds_grpc=%d xds_tls=%s",
+            "http" if self.admin_tls is None else "https", listen.host, self.admin_port,
+            xds.rest_port, xds.grpc_port, self.settings.xds.tls is not None,
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -147,10 +176,23 @@ class Server:
             for pod in config.pods:
                 await self.manager.upsert_pod(service.key, pod)
 
+    def _warn_if_exposed(self) -> None:
+        """Say so once when a listener beyond loopback has no protection of its own."""
+        settings, host = self.settings, self.settings.listen.host
+        if is_loopback(host):
+            return
+        if settings.admin.token is None:
+            log.warning("admin_api_open host=%s: no token, anyone reaching it may write", host)
+        if settings.admin.tls is None:
+            log.warning("admin_api_plain host=%s: tokens cross the network in clear text", host)
+        if settings.xds.tls is None:
+            log.warning("xds_plain host=%s: anyone reaching xDS reads every route and user", host)
+
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        tls = self.admin_tls.context if self.admin_tls is not None else None
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         self._runners.append(runner)
         server = site._server
@@ -168,11 +210,18 @@ class Server:
             if path is not None:
                 tail = EventLogTail(path, parse, self.manager, poll_s=signals.log_poll_s)
                 self._tasks.append(asyncio.create_task(tail.run(), name=name))
-        if signals.envoy_admin_urls:
+        if signals.envoy_admin_urls or signals.poll_discovered_envoys:
             poller = AdminStatsPoller(
-                signals.envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
+                self._envoy_admin_urls, self.manager, poll_s=signals.stats_poll_s
             )
             self._tasks.append(asyncio.create_task(poller.run(), name="envoy-stats"))
+
+    def _envoy_admin_urls(self) -> list[str]:
+        """The Envoy admin APIs to poll: the configured ones and, if allowed, those the
+        connected Envoys name."""
+        signals = self.settings.signals
+        found = self.xds.clients.admin_urls() if signals.poll_discovered_envoys else []
+        return list(dict.fromkeys([*signals.envoy_admin_urls, *found]))
 
     def _as_leader(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
         """``job`` on the leader only; the other replicas skip their turn."""

@@ -62,7 +62,8 @@ class UpkeepSettings(BaseModel):
 
 
 class SignalsSettings(BaseModel):
-    """What the control plane reads from Envoy (paths it shares with Envoy, admin URLs)."""
+    """What the control plane reads from Envoy: event logs on a disk it shares with Envoy (a
+    sidecar), and over the network the load reports and admin APIs of any Envoy."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -72,9 +73,23 @@ class SignalsSettings(BaseModel):
     health_event_log: Path | None = None
     # How often the logs are looked at: a pod Envoy ejected is failed over this much later.
     log_poll_s: float = Field(default=0.02, gt=0)
-    # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections.
+    # Envoy admin endpoints polled for per-pod load (rq_active, cx_active) and ejections
+    # (/clusters health flags), every stats_poll_s: these, and with poll_discovered_envoys the
+    # ones connected Envoys name in their node metadata (admin_url). Off unless operators let
+    # the control plane reach Envoys' admin APIs.
     envoy_admin_urls: list[str] = Field(default_factory=list)
+    poll_discovered_envoys: bool = False
     stats_poll_s: float = Field(default=2.0, gt=0)
+    # Load reports (LRS, served on the xDS gRPC port to Envoys whose bootstrap asks for it):
+    # Envoy reports every interval; a dead pod is failed one or two intervals after its death
+    # (the interval it died in also holds its last successes).
+    load_reports: bool = True
+    load_report_interval_s: float = Field(default=0.5, ge=0.05, le=60)
+    # An Envoy sees a pod failing when this share of its requests there failed in one
+    # interval; the pod fails when more Envoys see it failing than serving, with this many
+    # errors between them.
+    load_report_error_ratio: float = Field(default=0.5, gt=0, le=1)
+    load_report_min_errors: int = Field(default=2, ge=1)
 
 
 class ServiceConfig(BaseModel):

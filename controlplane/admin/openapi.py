@@ -163,8 +163,8 @@ def _error_statuses(op: Operation) -> list[int]:
 def _security(access: Access) -> list[dict[str, list[str]]]:
     if access is Access.WRITE:
         return [{"bearer": []}]
-    if access is Access.READ:
-        return [{}, {"bearer": []}]  # the token is needed only when reads are protected
+    if access in (Access.READ, Access.USER_READ):
+        return [{}, {"bearer": []}]  # a token is needed only when such reads are protected
     return []
 
 
@@ -185,6 +185,8 @@ def _path_parameter(name: str) -> Schema:
 _ACCESS_NOTE = {
     "open": "open (never needs the token)",
     "read": "read (needs the token only when reads are protected)",
+    "user_read": "read of user ids (needs the read token or the token when reads are protected, "
+    "or user reads are: by default when the API listens beyond loopback)",
     "write": "write (needs the token when one is configured)",
 }
 

@@ -122,7 +122,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", _SERVICE + "/failovers", h.failovers, "Failover history, newest first",
-        "services", Access.READ, FailoverEvent, many=True, errors=_STATE,
+        "services", Access.USER_READ, FailoverEvent, many=True, errors=_STATE,
         query=(
             Query(
                 "limit", "At most this many events (default: all that are kept).",
@@ -145,7 +145,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", _POD + "/users", h.pod_users, "One page of the users bound to a pod", "pods",
-        Access.READ, PodUsers, errors=_STATE,
+        Access.USER_READ, PodUsers, errors=_STATE,
         query=(
             Query(
                 "cursor", "Where the page starts: 0 (the default) or the previous page's "
@@ -193,7 +193,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="The answer's `failover` says how many users moved, and to which pods.",
     ),
     Operation(
-        "GET", _USER, h.get_user, "A user's binding", "users", Access.READ, BindingView,
+        "GET", _USER, h.get_user, "A user's binding", "users", Access.USER_READ, BindingView,
         errors=_STATE,
         description="404 `not_bound` when the user has no binding.",
     ),

@@ -10,7 +10,11 @@ from controlplane.domain import Strategy
 
 
 class LeastConnections:
-    """Picks the lowest ``active_connections / weight``.
+    """Picks the lowest ``busy connections / weight``.
+
+    A pod's busy connections are at least its requests in flight: Envoys' load reports count
+    only requests, and each one holds a connection while it runs (HTTP/1.1 upstreams), so the
+    larger of the two counts is taken.
 
     Ties go to the fewest bound users per weight, then the lowest index. Connection counts
     arrive with load reports, so between two reports a burst of new users would otherwise all
@@ -23,7 +27,7 @@ class LeastConnections:
         chosen = min(
             eligible(candidates),
             key=lambda c: (
-                per_weight(c.active_connections, c),
+                per_weight(max(c.active_connections, c.active_requests), c),
                 per_weight(c.bound_users, c),
                 c.index,
             ),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
 from controlplane.errors import StatefulRouteError
+from controlplane.tls import client_context
 
 # An error body longer than this (a proxy's HTML page, say) is cut in the message.
 _MAX_DETAIL = 200
@@ -19,12 +21,26 @@ class AdminApiError(StatefulRouteError):
 
 
 class AdminClient:
-    """Calls the admin API at ``base_url``, with ``token`` as bearer token when given."""
+    """Calls the admin API at ``base_url``, with ``token`` as bearer token when given; an
+    https URL's certificate is checked against ``ca_file`` (else the system's CAs)."""
 
-    def __init__(self, base_url: str, token: str | None, *, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self._tls: ssl.SSLContext | None = None
+        if ca_file is not None:
+            try:
+                self._tls = client_context(ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise AdminApiError(f"cannot read the CA file {ca_file}: {exc}") from None
 
     def get(self, path: str, **query: object) -> Any:
         return self.call("GET", path, query=query)
@@ -46,7 +62,9 @@ class AdminClient:
         data = None if body is None else json.dumps(body).encode()
         try:
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout_s, context=self._tls
+            ) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
             raise AdminApiError(error_message(exc.code, exc.read())) from None

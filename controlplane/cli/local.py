@@ -32,6 +32,11 @@ def add_commands(commands: Any) -> None:
     demo.add_argument("--admin-port", type=int, default=9901, help="the admin API (9901)")
     demo.add_argument("--xds", choices=["rest", "ads", "delta"], default="rest")
     demo.add_argument("--token", help="admin API token (default: a random one)")
+    demo.add_argument(
+        "--tls",
+        action="store_true",
+        help="xDS and the miss path over mutual TLS, the admin API over TLS, with a throwaway CA",
+    )
     demo.set_defaults(run=_demo)
 
 
@@ -75,6 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         transport=args.xds,
         token=args.token,
+        tls=args.tls,
     )
     return asyncio.run(_run_demo(LocalStack(config)))
 
@@ -112,19 +118,25 @@ async def _run_demo(stack: LocalStack) -> int:
 
 
 def _ready_banner(stack: LocalStack) -> str:
+    ca = f" --ca-file {stack.ca_file}" if stack.ca_file else ""
+    tls = (
+        f"\n  CA (throwaway):  {stack.ca_file} (xDS and the miss path: mutual TLS)"
+        if stack.ca_file
+        else ""
+    )
     return f"""
 ready.
   proxy (Envoy):   {stack.proxy_url}/
   admin API:       {stack.admin_url}/api/v1/services
   dashboard:       {stack.admin_url}/
   API docs:        {stack.admin_url}/docs
-  token:           {stack.token}
+  token:           {stack.token}{tls}
   logs:            {stack.workdir}
 
 try it:
   curl -H 'x-uid: alice' {stack.proxy_url}/
-  stateful-route status --admin {stack.admin_url}
-  stateful-route drain --admin {stack.admin_url} --token {stack.token} <pod>
+  stateful-route status --admin {stack.admin_url}{ca}
+  stateful-route drain --admin {stack.admin_url}{ca} --token {stack.token} <pod>
 
 A control plane that exits is started again (killing it is safe to try);
 Ctrl-C stops every process this command started."""

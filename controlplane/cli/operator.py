@@ -21,7 +21,7 @@ STATUS_EVENTS = 5
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.admin, args.token)
+    return AdminClient(args.admin, args.token, ca_file=args.ca_file)
 
 
 def _service(args: argparse.Namespace) -> str:
@@ -128,6 +128,12 @@ def add_commands(commands: Any) -> None:
             "--token",
             default=os.environ.get("STATEFUL_ROUTE_TOKEN"),
             help="the admin API's token, needed by changes (STATEFUL_ROUTE_TOKEN)",
+        )
+        sub.add_argument(
+            "--ca-file",
+            default=os.environ.get("STATEFUL_ROUTE_CA_FILE"),
+            help="the CA of an https admin API's certificate (STATEFUL_ROUTE_CA_FILE; "
+            "default: the system's CAs)",
         )
         sub.add_argument("--namespace", "-n", default="demo", help="default: demo")
         sub.add_argument("--service", "-s", default="echo", help="default: echo")

@@ -14,6 +14,7 @@ from controlplane.domain.health import (
 )
 from controlplane.domain.models import (
     Binding,
+    EnvoyLoadShare,
     FailoverEvent,
     FailoverType,
     HealthCheckSettings,
@@ -40,6 +41,7 @@ __all__ = [
     "KEEPS_BOUND_USERS",
     "PREFERRED_FOR_NEW_USERS",
     "Binding",
+    "EnvoyLoadShare",
     "FailoverEvent",
     "FailoverType",
     "HealthCheckSettings",

@@ -4,8 +4,9 @@ Rules:
 - HEALTHY takes new users. A failed check makes it SUSPECT: it keeps its users but takes new
   ones only when no HEALTHY pod can (its checks are failing: it may be dead, yet a doubtful
   pod beats refusing the user); a passed check makes it HEALTHY again.
-- ``unhealthy_threshold`` consecutive failed checks, an Envoy outlier ejection, or an operator's
-  ``fail`` make a pod *failed*: DOWN (checks or operator) or EJECTED (Envoy's outlier detection).
+- ``unhealthy_threshold`` consecutive failed checks, an Envoy outlier ejection, the fleet's
+  requests failing (Envoys' load reports, ``fleet_evidence.py``) or an operator's ``fail`` make
+  a pod *failed*: DOWN (checks, requests or operator) or EJECTED (Envoy's outlier detection).
   Entering a failed state from a serving one is a *failure*: its users are moved elsewhere.
 - A failed pod that passes a check becomes RECOVERING; ``healthy_threshold`` consecutive passes
   (more for a pod that flaps, see ``recovery_passes``) make it HEALTHY again (a *recovery*).
@@ -46,6 +47,7 @@ class HealthSignal(StrEnum):
     CHECK_PASSED = "check_passed"
     CHECK_FAILED = "check_failed"
     EJECTED = "ejected"
+    REQUESTS_FAILING = "requests_failing"
     UNEJECTED = "unejected"
     DRAIN = "drain"
     FAIL = "fail"
@@ -128,7 +130,7 @@ def apply_signal(
         if state is PodState.DRAINING:
             return Transition(state, health)
         return _to(health, PodState.DRAINING, now, reason)
-    if signal is HealthSignal.FAIL:
+    if signal in (HealthSignal.FAIL, HealthSignal.REQUESTS_FAILING):
         return _fail(health, PodState.DOWN, now, reason)
     if signal is HealthSignal.EJECTED:
         health = health.model_copy(update={"ejected_at": now})

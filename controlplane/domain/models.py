@@ -130,6 +130,16 @@ class LoadReport(BaseModel):
         return self.model_copy(update={"response_time_ms": average, "reported_at": at})
 
 
+class EnvoyLoadShare(BaseModel):
+    """Requests in flight to each pod (by index) over the Envoys that report to one control
+    plane replica, as of ``at``; a pod's load sums every replica's share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: float
+    in_flight: dict[int, int] = Field(default_factory=dict)
+
+
 class Pod(BaseModel):
     """One replica of a service. Index 0 is a pod like any other."""
 

@@ -17,6 +17,8 @@ from collections import Counter
 import aiohttp
 from aiohttp import web
 
+from controlplane.tls import client_context
+
 UID_HEADER = "x-uid"
 # Where the pod finds the admin token by default: the environment, not the command line that
 # `ps` and `docker inspect` show.
@@ -53,12 +55,19 @@ class DemoPod:
 
 
 async def report_load(
-    pod: DemoPod, admin: str, namespace: str, service: str, token: str | None, every_s: float
+    pod: DemoPod,
+    admin: str,
+    namespace: str,
+    service: str,
+    token: str | None,
+    every_s: float,
+    ca_file: str | None = None,
 ) -> None:
     """Tell the control plane how busy this pod is (feeds least-connections and weights)."""
     url = f"{admin.rstrip('/')}/api/v1/services/{namespace}/{service}/pods/{pod.index}/load"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    connector = aiohttp.TCPConnector(ssl=client_context(ca_file) if ca_file else True)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
         while True:
             body = {"active_requests": pod.active, "active_connections": pod.active}
             try:
@@ -69,14 +78,21 @@ async def report_load(
             await asyncio.sleep(every_s)
 
 
-async def serve(index: int, host: str, port: int, report_to: str | None, token: str | None) -> None:
+async def serve(
+    index: int,
+    host: str,
+    port: int,
+    report_to: str | None,
+    token: str | None,
+    ca_file: str | None = None,
+) -> None:
     pod = DemoPod(index)
     runner = web.AppRunner(pod.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     try:
         if report_to:
-            await report_load(pod, report_to, "demo", "echo", token, every_s=2.0)
+            await report_load(pod, report_to, "demo", "echo", token, 2.0, ca_file)
         else:
             await asyncio.Event().wait()
     finally:
@@ -94,8 +110,9 @@ def main() -> None:
         default=os.environ.get(TOKEN_ENV),
         help=f"admin API token (default: ${TOKEN_ENV})",
     )
+    parser.add_argument("--ca-file", help="the CA of an https admin API's certificate")
     args = parser.parse_args()
-    asyncio.run(serve(args.index, args.host, args.port, args.report_to, args.token))
+    asyncio.run(serve(args.index, args.host, args.port, args.report_to, args.token, args.ca_file))
 
 
 if __name__ == "__main__":

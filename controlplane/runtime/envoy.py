@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -26,7 +27,12 @@ from typing import Any
 import aiohttp
 import yaml
 
+from controlplane.xds.naming import ENVOY_CA_SECRET, ENVOY_CERT_SECRET, TLS_TRANSPORT_SOCKET
+from controlplane.xds.protocol import ADMIN_URL_METADATA
+
 XDS_CLUSTER = "xds_cluster"
+# A REST bootstrap's gRPC cluster for load reports (ADS bootstraps report over XDS_CLUSTER).
+LRS_CLUSTER = "lrs_cluster"
 FILE_FLUSH_INTERVAL_MS = 10
 BINARY_ENV = "STATEFUL_ROUTE_ENVOY_BINARY"
 
@@ -56,32 +62,101 @@ def bundled_bootstrap(name: str) -> Traversable:
     return resources.files("controlplane.runtime") / "bootstraps" / f"{name}.yaml"
 
 
+@dataclass(frozen=True, slots=True)
+class EnvoyTls:
+    """The files an Envoy speaks mutual TLS to the control plane with, as Envoy sees them."""
+
+    cert_file: Path
+    key_file: Path
+    # The CA of the control plane's certificate.
+    ca_file: Path
+    # A DNS name the control plane's certificate must carry (sent as SNI too); None: any
+    # certificate of the CA, including another Envoy's, passes as the control plane.
+    server_name: str | None = None
+
+
 def load_bootstrap(
     path: str | Path | Traversable,
     *,
     xds_port: int,
     node_id: str | None = None,
     node_cluster: str | None = None,
+    grpc_port: int | None = None,
+    admin_port: int = 0,
+    tls: EnvoyTls | None = None,
 ) -> dict[str, Any]:
     """A bootstrap (``envoy/*.yaml``, or ``bundled_bootstrap``) aimed at a control plane on
-    ``xds_port``.
+    ``xds_port``, over mutual TLS with ``tls``.
 
-    The admin port becomes 0 (Envoy picks one); node id and cluster are replaced if given.
+    The admin port becomes ``admin_port`` (0: Envoy picks one); given one, the node's metadata
+    tells the control plane where it is (``admin_url``), for the admin polling it may do.
+    Node id and cluster are replaced if given. A REST bootstrap sends its load reports to
+    ``grpc_port``, or sends none without it.
     """
     source = Path(path) if isinstance(path, str) else path
     config: dict[str, Any] = yaml.safe_load(source.read_text())
-    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    socket = config["admin"]["address"]["socket_address"]
+    socket["port_value"] = admin_port
     node = config.setdefault("node", {})
     if node_id is not None:
         node["id"] = node_id
     if node_cluster is not None:
         node["cluster"] = node_cluster
-    for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] == XDS_CLUSTER:
+    if admin_port:
+        metadata = node.setdefault("metadata", {})
+        metadata[ADMIN_URL_METADATA] = f"http://{socket['address']}:{admin_port}"
+    clusters = config["static_resources"]["clusters"]
+    if grpc_port is None and any(c["name"] == LRS_CLUSTER for c in clusters):
+        config.get("cluster_manager", {}).pop("load_stats_config", None)
+        clusters[:] = [c for c in clusters if c["name"] != LRS_CLUSTER]
+    ads = "ads_config" in config.get("dynamic_resources", {})
+    ports = {XDS_CLUSTER: xds_port, LRS_CLUSTER: grpc_port}
+    for cluster in clusters:
+        if cluster["name"] in ports:
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
-                    endpoint["endpoint"]["address"]["socket_address"]["port_value"] = xds_port
+                    address = endpoint["endpoint"]["address"]["socket_address"]
+                    address["port_value"] = ports[cluster["name"]]
+            if tls is not None:  # the load reports' cluster speaks gRPC, like ADS
+                grpc = ads or cluster["name"] == LRS_CLUSTER
+                cluster["transport_socket"] = _tls_socket(tls, grpc=grpc)
+    if tls is not None:
+        config["static_resources"]["secrets"] = _tls_secrets(tls)
     return config
+
+
+def _tls_secrets(tls: EnvoyTls) -> list[dict[str, Any]]:
+    """Envoy's certificate and the CA it trusts, as static secrets: the xDS cluster and the
+    miss path's cluster (sent by the control plane) both refer to them by name."""
+    validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls.ca_file)}}
+    if tls.server_name is not None:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": tls.server_name}}
+        ]
+    certificate = {
+        "certificate_chain": {"filename": str(tls.cert_file)},
+        "private_key": {"filename": str(tls.key_file)},
+    }
+    return [
+        {"name": ENVOY_CERT_SECRET, "tls_certificate": certificate},
+        {"name": ENVOY_CA_SECRET, "validation_context": validation},
+    ]
+
+
+def _tls_socket(tls: EnvoyTls, *, grpc: bool) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "tls_certificate_sds_secret_configs": [{"name": ENVOY_CERT_SECRET}],
+        "validation_context_sds_secret_config": {"name": ENVOY_CA_SECRET},
+    }
+    if grpc:
+        context["alpn_protocols"] = ["h2"]
+    typed: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": context,
+    }
+    if tls.server_name is not None:
+        typed["sni"] = tls.server_name
+    return {"name": TLS_TRANSPORT_SOCKET, "typed_config": typed}
 
 
 class EnvoyProcess:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,11 @@ import yaml
 from controlplane.domain import NewUserLimits, PodState
 from controlplane.errors import InvalidInput
 from controlplane.runtime.demo_pod import TOKEN_ENV
-from controlplane.runtime.envoy import EnvoyProcess, bundled_bootstrap, load_bootstrap
+from controlplane.runtime.envoy import EnvoyProcess, EnvoyTls, bundled_bootstrap, load_bootstrap
+from controlplane.runtime.pki import CONTROLPLANE_NAME, CertFiles, ThrowawayCa
 from controlplane.runtime.ports import free_port, port_is_free
 from controlplane.runtime.redis_server import RedisServer
+from controlplane.tls import client_context
 
 NAMESPACE, SERVICE, UID_HEADER = "demo", "echo", "x-uid"
 
@@ -119,6 +122,11 @@ class StackConfig:
     health_interval_s: float = 1.0
     route_window_s: float = 600.0
     new_users: NewUserLimits = field(default_factory=NewUserLimits)  # the demo service's bounds
+    # xDS and the miss path over mutual TLS, the admin API over TLS, with a throwaway CA.
+    tls: bool = False
+    # Envoy writes its outlier ejections to a file the control plane follows (a sidecar's
+    # signal); without it the control plane learns of failures over the network only.
+    share_event_log: bool = True
     extra_settings: dict[str, Any] = field(default_factory=dict)
     envoy_binary: str | None = None  # None: find_envoy_binary's
 
@@ -141,12 +149,26 @@ class LocalStack:
         self.xds_rest_port = 0
         self.xds_grpc_port = 0
         self.envoy_admin_port = 0
+        self.ca: ThrowawayCa | None = None
+        self.server_cert: CertFiles | None = None
+        self.envoy_cert: CertFiles | None = None
+        self.client_tls: ssl.SSLContext | None = None
 
     # -- addresses ----------------------------------------------------------------------------
 
     @property
     def admin_url(self) -> str:
-        return f"http://{self.config.host}:{self.admin_port}"
+        scheme = "https" if self.config.tls else "http"
+        return f"{scheme}://{self.config.host}:{self.admin_port}"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The throwaway CA's certificate (with ``tls``): what clients of the stack trust."""
+        return self.ca.ca_file if self.ca is not None else None
+
+    @property
+    def envoy_node_id(self) -> str:
+        return f"demo-envoy-{self.config.transport}"
 
     @property
     def proxy_url(self) -> str:
@@ -166,6 +188,9 @@ class LocalStack:
     async def start(self, progress: Progress = lambda _: None) -> LocalStack:
         try:
             self._choose_ports()
+            if self.config.tls:
+                progress(f"a throwaway CA in {self.workdir / 'tls'}")
+                self._make_certificates()
             progress(f"redis-server on {self.config.host}")
             self.redis = await asyncio.to_thread(
                 RedisServer(
@@ -219,6 +244,30 @@ class LocalStack:
         self.envoy_admin_port = free_port(self.config.host)
         self.pod_ports = [free_port(self.config.host) for _ in range(self.config.pods)]
 
+    def _make_certificates(self) -> None:
+        self.ca = ThrowawayCa(self.workdir / "tls")
+        self.server_cert = self.ca.issue_server()
+        # The Envoy's certificate names its node group, which the control plane checks.
+        self.envoy_cert = self.ca.issue("envoy", "default", self.envoy_node_id)
+        self.client_tls = client_context(self.ca.ca_file)
+
+    def _session(self, **kwargs: Any) -> aiohttp.ClientSession:
+        """A client session that trusts the stack's CA (with ``tls``)."""
+        connector = aiohttp.TCPConnector(ssl=self.client_tls or True)
+        return aiohttp.ClientSession(connector=connector, **kwargs)
+
+    def _tls_settings(self) -> dict[str, Any]:
+        if self.ca is None or self.server_cert is None:
+            return {}
+        server = {
+            "cert_file": str(self.server_cert.cert_file),
+            "key_file": str(self.server_cert.key_file),
+        }
+        return {
+            "xds": {"tls": {**server, "client_ca_file": str(self.ca.ca_file)}},
+            "admin": {"tls": server},
+        }
+
     # -- parts --------------------------------------------------------------------------------
 
     def controlplane_settings(self) -> dict[str, Any]:
@@ -252,14 +301,10 @@ class LocalStack:
             "admin": {"token": self.token},
             "xds": {
                 "default_group": {"listener_address": host, "listener_port": self.proxy_port},
-                "health_event_log_path": str(self.health_log),
             },
             "upkeep": {"route_window_s": self.config.route_window_s},
-            "signals": {
-                "outlier_event_log": str(self.outlier_log),
-                "health_event_log": str(self.health_log),
-                "envoy_admin_urls": [f"http://{host}:{self.envoy_admin_port}"],
-            },
+            # Envoy names its admin API in its node metadata (load_bootstrap's admin_port).
+            "signals": {"poll_discovered_envoys": True},
             "services": [
                 {
                     "namespace": NAMESPACE,
@@ -278,7 +323,12 @@ class LocalStack:
                 }
             ],
         }
-        return _merge(settings, self.config.extra_settings)
+        if self.config.share_event_log:
+            settings["xds"]["health_event_log_path"] = str(self.health_log)
+            settings["signals"].update(
+                outlier_event_log=str(self.outlier_log), health_event_log=str(self.health_log)
+            )
+        return _merge(_merge(settings, self._tls_settings()), self.config.extra_settings)
 
     async def start_controlplane(self) -> None:
         config = self.workdir / "controlplane.yaml"
@@ -331,6 +381,7 @@ class LocalStack:
             "--host", self.config.host,
             "--port", str(self.pod_ports[index]),
             "--report-to", self.admin_url,
+            *(["--ca-file", str(self.ca_file)] if self.ca_file else []),
         ]  # fmt: skip
         # The token through the environment: a command line is visible to every local user.
         env = {**os.environ, TOKEN_ENV: self.token}
@@ -347,18 +398,23 @@ class LocalStack:
     async def start_envoy(self) -> None:
         transport = self.config.transport
         port = self.xds_rest_port if transport == "rest" else self.xds_grpc_port
+        tls = None
+        if self.ca is not None and self.envoy_cert is not None:
+            cert = self.envoy_cert
+            tls = EnvoyTls(cert.cert_file, cert.key_file, self.ca.ca_file, CONTROLPLANE_NAME)
         config = load_bootstrap(
             bundled_bootstrap(transport),
             xds_port=port,
-            node_id=f"demo-envoy-{transport}",
+            node_id=self.envoy_node_id,
             node_cluster="default",
+            grpc_port=self.xds_grpc_port,
+            admin_port=self.envoy_admin_port,
+            tls=tls,
         )
-        config["admin"]["address"]["socket_address"].update(
-            address=self.config.host, port_value=self.envoy_admin_port
-        )
-        config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
-            "event_log_path"
-        ] = str(self.outlier_log)
+        if self.config.share_event_log:
+            config.setdefault("cluster_manager", {}).setdefault("outlier_detection", {})[
+                "event_log_path"
+            ] = str(self.outlier_log)
         self.envoy = await EnvoyProcess(config, binary=self.config.envoy_binary).start()
 
     async def restart_envoy(self) -> None:
@@ -390,7 +446,7 @@ class LocalStack:
         headers = {"Authorization": f"Bearer {self.token}"}
         deadline = time.monotonic() + timeout_s
         states: dict[int, str] = {}
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with self._session(headers=headers) as session:
             while True:
                 try:
                     async with session.get(url) as response:
@@ -413,7 +469,7 @@ class LocalStack:
         self, url: str, process: ManagedProcess, what: str, *, status: int, timeout_s: float = 20.0
     ) -> None:
         deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as session:
+        async with self._session() as session:
             while True:
                 if not process.running:
                     raise RuntimeError(f"{what} exited:\n{process.log_tail()}")

@@ -1,7 +1,7 @@
-"""What Envoy says about pods: its outlier and health-check event logs, and its admin stats.
+"""What Envoy says about pods: its outlier and health-check event logs, and its admin API.
 
 Parsing is pure (``parse_outlier_event``, ``parse_health_event``, ``parse_host_stats``); the
-readers below only tail files or poll the admin API and hand the results to the manager.
+readers below only tail files or poll admin APIs and hand the results to the manager.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class HostStats:
     active_requests: int
     active_connections: int
     requests_total: int  # requests this Envoy sent the host since it started (a counter)
+    # Why this Envoy keeps requests away from the host ("failed_outlier_check", ...); "": none.
+    ejected_for: str = ""
 
 
 def parse_outlier_event(line: str) -> HostSignal | None:
@@ -80,13 +82,19 @@ def parse_host_stats(clusters: dict[str, Any]) -> Iterator[HostStats]:
                 continue
             # Envoy leaves out "value" for a stat that is zero.
             stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
+            flags = host.get("health_status", {})
             yield HostStats(
                 cluster=str(cluster.get("name", "")),
                 address=f"{socket['address']}:{socket.get('port_value', 0)}",
                 active_requests=stats.get("rq_active", 0),
                 active_connections=stats.get("cx_active", 0),
                 requests_total=stats.get("rq_total", 0),
+                ejected_for=",".join(f for f in _EJECTION_FLAGS if flags.get(f)),
             )
+
+
+# Envoy's own verdicts on a host; its EDS health (what we told it) is left out.
+_EJECTION_FLAGS = ("failed_outlier_check", "failed_active_health_check")
 
 
 def _json(line: str) -> dict[str, Any]:
@@ -110,6 +118,15 @@ class PodLocator:
         self._manager = manager
 
     async def locate(self, cluster: str, address: str) -> tuple[ServiceKey, int] | None:
+        found = await self.pods_by_address(cluster)
+        if found is None:
+            return None
+        key, indexes = found
+        index = indexes.get(address)
+        return None if index is None else (key, index)
+
+    async def pods_by_address(self, cluster: str) -> tuple[ServiceKey, dict[str, int]] | None:
+        """The service behind ``cluster`` and its pods' indexes by "ip:port", if it is ours."""
         key = service_of(cluster)
         if key is None:
             return None
@@ -117,10 +134,7 @@ class PodLocator:
             pods = await self._manager.pods(key)  # cached: Envoy reports often, pods move rarely
         except UnknownService:
             return None
-        for pod in pods:
-            if pod.address == address:
-                return key, pod.index
-        return None
+        return key, {pod.address: pod.index for pod in pods}
 
 
 async def deliver_signal(
@@ -187,24 +201,33 @@ class EventLogTail:
 
 class AdminStatsPoller:
     """Polls Envoys' ``/clusters`` for per-pod load (requests and connections in flight, and
-    requests sent to the pod: every Envoy's counter, summed).
+    requests sent to the pod: every Envoy's counter, summed) and for ejections.
 
-    Ejections come from the outlier event log only: ``/clusters`` keeps showing a pod ejected
-    for the whole ejection time, long after the pod may have come back and passed our checks.
+    An ejection is a change: a host an Envoy starts flagging (outlier detection, its own
+    health check) is EJECTED, one it stops flagging UNEJECTED, as the event log would say.
+    ``/clusters`` keeps the flag for the whole ejection time, so the flag itself is no news.
+    ``admin_urls`` is asked each round: the Envoys connected now, as their nodes name them.
     """
 
     def __init__(
-        self, admin_urls: list[str], manager: StatefulRouteManager, *, poll_s: float = 2.0
+        self,
+        admin_urls: Callable[[], list[str]],
+        manager: StatefulRouteManager,
+        *,
+        poll_s: float = 2.0,
     ) -> None:
         self._urls = admin_urls
         self._manager = manager
         self._locator = PodLocator(manager)
         self._poll_s = poll_s
         self._last: dict[tuple[ServiceKey, int], tuple[int, int, int]] = {}
+        # (admin url, cluster, address) -> the flags it was ejected for, while it is.
+        self._ejected: dict[tuple[str, str, str], str] = {}
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         totals: dict[tuple[ServiceKey, int], list[int]] = {}
-        for url in self._urls:
+        urls = self._urls()
+        for url in urls:
             try:
                 async with session.get(f"{url.rstrip('/')}/clusters?format=json") as response:
                     clusters = await response.json(content_type=None)
@@ -212,6 +235,7 @@ class AdminStatsPoller:
                 log.info("envoy_stats_unreachable url=%s error=%r", url, exc)
                 continue
             for host in parse_host_stats(clusters):
+                await self._follow_ejection(url, host)
                 found = await self._locator.locate(host.cluster, host.address)
                 if found is None:
                     continue
@@ -230,6 +254,25 @@ class AdminStatsPoller:
                 await self._manager.report_load(key, index, load)
             except StatefulRouteError as exc:
                 log.info("envoy_load_skipped service=%s pod=%d error=%s", key, index, exc.message)
+        polled = set(urls)  # an Envoy gone takes what it said with it
+        self._ejected = {k: v for k, v in self._ejected.items() if k[0] in polled}
+
+    async def _follow_ejection(self, url: str, host: HostStats) -> None:
+        key = (url, host.cluster, host.address)
+        before = self._ejected.get(key, "")
+        if host.ejected_for == before:
+            return
+        if host.ejected_for:
+            self._ejected[key] = host.ejected_for
+            signal = HostSignal(
+                host.cluster, host.address, HealthSignal.EJECTED, f"envoy {host.ejected_for}"
+            )
+        else:
+            del self._ejected[key]
+            signal = HostSignal(
+                host.cluster, host.address, HealthSignal.UNEJECTED, "envoy un-ejected it"
+            )
+        await deliver_signal(self._manager, self._locator, signal)
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=max(1.0, self._poll_s))

@@ -18,6 +18,7 @@ class ServiceKeys:
     service: str  # STRING: the Service as JSON
     pods: str  # HASH: pod index -> Pod (without load) as JSON
     loads: str  # HASH: pod index -> LoadReport as JSON
+    envoy_loads: str  # HASH: replica id -> EnvoyLoadShare as JSON
     bindings: str  # HASH: uid -> "<pod>|<bound_at>"
     last_seen: str  # ZSET: uid scored by last use (unix seconds)
     pod_users_prefix: str  # SET per pod: <prefix><index> -> uids bound there
@@ -46,6 +47,7 @@ class KeySpace:
             service=f"{base}:svc",
             pods=f"{base}:pods",
             loads=f"{base}:load",
+            envoy_loads=f"{base}:envoy-load",
             bindings=f"{base}:b",
             last_seen=f"{base}:seen",
             pod_users_prefix=f"{base}:p:",

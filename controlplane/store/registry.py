@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from controlplane.domain import LoadReport, Pod, Service, ServiceKey
+from controlplane.domain import EnvoyLoadShare, LoadReport, Pod, Service, ServiceKey
 from controlplane.store import scripts
 from controlplane.store.connection import RedisClient
 from controlplane.store.keys import KeySpace, ServiceKeys
@@ -43,6 +43,7 @@ class ServiceRegistry:
             keys.service,
             keys.pods,
             keys.loads,
+            keys.envoy_loads,
             keys.bindings,
             keys.last_seen,
             keys.events,
@@ -95,6 +96,21 @@ class ServiceRegistry:
 
     async def put_load(self, keys: ServiceKeys, index: int, load: LoadReport) -> None:
         await self._redis.hset(keys.loads, str(index), load.model_dump_json())
+
+    async def put_envoy_load_share(
+        self, keys: ServiceKeys, replica: str, share: EnvoyLoadShare
+    ) -> None:
+        """What the Envoys reporting to ``replica`` have in flight to each pod."""
+        await self._redis.hset(keys.envoy_loads, replica, share.model_dump_json())
+
+    async def envoy_load_shares(self, keys: ServiceKeys) -> dict[str, EnvoyLoadShare]:
+        """Every replica's share, by replica id."""
+        raw = cast(dict[str, str], await self._redis.hgetall(keys.envoy_loads))
+        return {replica: EnvoyLoadShare.model_validate_json(v) for replica, v in raw.items()}
+
+    async def drop_envoy_load_shares(self, keys: ServiceKeys, replicas: list[str]) -> None:
+        if replicas:
+            await self._redis.hdel(keys.envoy_loads, *replicas)
 
 
 def _pod_json(pod: Pod) -> str:

@@ -358,7 +358,9 @@ class SnapshotCache:
 
     def _miss_path_cluster(self) -> Rendered:
         if self._miss_path is None:
-            cluster = res.build_miss_path_cluster(*self.miss_path)
+            cluster = res.build_miss_path_cluster(
+                *self.miss_path, tls=self.settings.tls is not None
+            )
             self._miss_path = render(res.CLUSTER, MISS_PATH_CLUSTER, cluster)
         return self._miss_path
 

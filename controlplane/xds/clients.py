@@ -45,6 +45,8 @@ class EnvoyView(BaseModel):
     connected_since: float
     last_seen: float
     types: dict[str, TypeStatusView]
+    # Its admin API, as its node metadata names it (admin_url); None: not named.
+    admin_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class ConnectedEnvoy:
     types: dict[str, TypeStatusView] = field(default_factory=dict)
     # The scope table revision this Envoy last acknowledged; None: no scopes accepted yet.
     scope_revision: int | None = None
+    admin_url: str | None = None
 
     def view(self) -> EnvoyView:
         return EnvoyView(
@@ -67,6 +70,7 @@ class ConnectedEnvoy:
             connected_since=self.connected_since,
             last_seen=self.last_seen,
             types={t: s.model_copy() for t, s in self.types.items()},
+            admin_url=self.admin_url,
         )
 
 
@@ -99,8 +103,10 @@ class ConnectedEnvoys:
             for _ in range(responses):
                 self._observer.xds_pushed(type_url)
 
-    def enter(self, node_id: str, group: str, transport: Transport) -> ConnectedEnvoy:
-        """A request or stream from this node begins."""
+    def enter(
+        self, node_id: str, group: str, transport: Transport, admin_url: str | None = None
+    ) -> ConnectedEnvoy:
+        """A request or stream from this node begins (``admin_url``: where its admin API is)."""
         now = self._clock()
         key = (node_id, transport)
         client = self._clients.get(key)
@@ -109,6 +115,7 @@ class ConnectedEnvoys:
             client = ConnectedEnvoy(node_id, group, transport, now, now)
             self._clients[key] = client
         client.node_group = group
+        client.admin_url = admin_url
         client.last_seen = now
         client.in_flight += 1
         return client
@@ -175,6 +182,16 @@ class ConnectedEnvoys:
             reply.version,
             reply.message,
         )
+
+    def admin_urls(self) -> list[str]:
+        """The admin APIs the connected Envoys named, each once."""
+        self._expire()
+        return sorted({c.admin_url for c in self._clients.values() if c.admin_url})
+
+    def node_ids(self, group: str) -> set[str]:
+        """The node ids of the group's connected Envoys."""
+        self._expire()
+        return {c.node_id for c in self._clients.values() if c.node_group == group}
 
     def views(self) -> list[EnvoyView]:
         """Every connected Envoy, oldest connection first."""

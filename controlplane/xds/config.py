@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Self
+from pathlib import Path
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from controlplane.tls import ServerTlsSettings
 
 _GROUP_KEY = re.compile(r"^(id|cluster|metadata\.[A-Za-z0-9_.-]+)$")
 
@@ -21,6 +24,16 @@ class NodeGroupSettings(BaseModel):
     namespaces: frozenset[str] | None = None
 
 
+class XdsTlsSettings(ServerTlsSettings):
+    """xDS and the miss path over mutual TLS: every Envoy shows a certificate of this CA."""
+
+    client_ca_file: Path
+    # Which of its node's values an Envoy's certificate must name (a DNS or URI SAN), so that
+    # one Envoy cannot read another group's configuration: "node_group" (the group its node
+    # claims, as node_group_key reads it), "node_id", or "none" (any certificate of the CA).
+    client_identity: Literal["node_group", "node_id", "none"] = "node_group"
+
+
 class XdsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,6 +42,9 @@ class XdsSettings(BaseModel):
     # Groups not listed here get ``default_group``.
     default_group: NodeGroupSettings = NodeGroupSettings()
     node_groups: dict[str, NodeGroupSettings] = Field(default_factory=dict)
+
+    # None: plain gRPC and HTTP (meant for loopback).
+    tls: XdsTlsSettings | None = None
 
     # Where Envoy's miss path (its Lua filter) calls the control plane: by default the address
     # the xDS HTTP listener is bound to; set these when Envoy sees the control plane elsewhere

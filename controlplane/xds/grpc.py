@@ -23,7 +23,8 @@ from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.envoy_version import EnvoyGate
-from controlplane.xds.protocol import DeltaRequest, Node, Request, node_group
+from controlplane.xds.identity import PeerCheck
+from controlplane.xds.protocol import DeltaRequest, Node, Request, admin_url, node_group
 from controlplane.xds.session import AdsSession
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -62,11 +63,13 @@ class AggregatedDiscovery:
         clients: ConnectedEnvoys,
         settings: XdsSettings,
         gate: EnvoyGate,
+        peers: PeerCheck | None = None,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
         self._gate = gate
+        self._peers = peers or PeerCheck(None)
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         stream = grpclib.const.Cardinality.STREAM_STREAM
@@ -101,7 +104,12 @@ class AggregatedDiscovery:
             # Envoy logs the status and reconnects later (with backoff), refused again.
             raise GRPCError(grpclib.const.Status.FAILED_PRECONDITION, refusal)
         group = node_group(node, self._settings.node_group_key)
-        client = self._clients.enter(node.id, group, transport)
+        refusal = self._peers.refusal(stream.peer.cert(), node_ids={node.id}, group=group)
+        if refusal is not None:
+            raise GRPCError(grpclib.const.Status.PERMISSION_DENIED, refusal)
+        peer = stream.peer.addr()
+        where = admin_url(node, peer[0] if peer else None)
+        client = self._clients.enter(node.id, group, transport, where)
         key = SnapshotKey(group, res.SourceKind.ADS)
         session = new_session()
         wake = asyncio.Event()

@@ -22,6 +22,11 @@ BALANCED_ROUTE_NAME = "stateful-route.balanced"
 # The control plane as the miss path's server; no "/", so no service cluster can take it.
 MISS_PATH_CLUSTER = "stateful-route.miss-path"
 MISS_PATH = "/stateful-route/miss"
+# With xds.tls, Envoy's bootstrap holds its client certificate and the control plane's CA as
+# static secrets of these names; the miss path's cluster refers to them (runtime/envoy.py).
+ENVOY_CERT_SECRET = "stateful-route.envoy-cert"
+ENVOY_CA_SECRET = "stateful-route.ca"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
 # Written by Envoy's early header mutation from the uid header(s), before any route is chosen
 # (a client's own copy is overwritten): the scope key Envoy selects a user's routes by.
 SCOPE_KEY_HEADER = "x-stateful-route-key"

@@ -75,6 +75,29 @@ def node_group(node: Node | None, key: str) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+# The node metadata key where an Envoy says where its admin API is ("http://host:port").
+ADMIN_URL_METADATA = "admin_url"
+_UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def admin_url(node: Node | None, peer_host: str | None) -> str | None:
+    """The admin API an Envoy names in its node metadata (``admin_url``), if any. An Envoy
+    whose admin listens on every address (0.0.0.0) is reached at the address it connects
+    from."""
+    value = node.metadata.get(ADMIN_URL_METADATA) if node is not None else None
+    if not isinstance(value, str):
+        return None
+    scheme, sep, rest = value.rstrip("/").partition("://")
+    host, colon, port = rest.rpartition(":")
+    if scheme not in ("http", "https") or not sep or not colon or not port.isdigit():
+        return None
+    if host in _UNSPECIFIED_HOSTS:
+        if not peer_host:
+            return None
+        host = f"[{peer_host}]" if ":" in peer_host else peer_host
+    return f"{scheme}://{host}:{port}"
+
+
 def normalize_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if not names or "*" in names:
         return ()

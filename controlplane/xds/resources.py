@@ -61,6 +61,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HealthStatus,
     Metadata,
     SocketAddress,
+    TransportSocket,
     TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -103,12 +104,19 @@ from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutatio
 from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import (
     PreviousHostsPredicate,
 )
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CommonTlsContext,
+    SdsSecretConfig,
+    UpstreamTlsContext,
+)
 from envoy_data_plane.google.protobuf import Any, Struct, Value
 
 from controlplane.domain import Pod, PodState, Service, ServiceKey, Strategy
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.xds.naming import (
     BALANCED_ROUTE_NAME,
+    ENVOY_CA_SECRET,
+    ENVOY_CERT_SECRET,
     GROUP_HEADER,
     LISTENER_NAME,
     MISS_PATH,
@@ -117,6 +125,7 @@ from controlplane.xds.naming import (
     SCOPE_KEY_HEADER,
     SCOPED_ROUTES_NAME,
     SERVICE_HEADER,
+    TLS_TRANSPORT_SOCKET,
     UID_HEADER,
     cluster_name,
     placement_route_name,
@@ -542,8 +551,10 @@ def _miss_path_lua(group: str) -> Lua:
     return Lua(default_source_code=DataSource(inline_string=code))
 
 
-def build_miss_path_cluster(host: str, port: int) -> Cluster:
-    """Where Envoy's miss path calls: the control plane (a name or an address)."""
+def build_miss_path_cluster(host: str, port: int, *, tls: bool = False) -> Cluster:
+    """Where Envoy's miss path calls: the control plane (a name or an address); with ``tls``
+    over the mutual TLS of Envoy's own xDS connection, whose certificate and CA its bootstrap
+    holds as static secrets (``ENVOY_CERT_SECRET``, ``ENVOY_CA_SECRET``)."""
     return Cluster(
         name=MISS_PATH_CLUSTER,
         type=ClusterDiscoveryType.STRICT_DNS,
@@ -558,7 +569,18 @@ def build_miss_path_cluster(host: str, port: int) -> Cluster:
                 )
             ],
         ),
+        transport_socket=_envoy_client_tls() if tls else None,
     )
+
+
+def _envoy_client_tls() -> TransportSocket:
+    context = UpstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            tls_certificate_sds_secret_configs=[SdsSecretConfig(name=ENVOY_CERT_SECRET)],
+            validation_context_sds_secret_config=SdsSecretConfig(name=ENVOY_CA_SECRET),
+        )
+    )
+    return TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=Any.pack(context))
 
 
 def _address(host: str, port: int) -> Address:

@@ -23,7 +23,8 @@ from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.envoy_version import EnvoyGate
-from controlplane.xds.protocol import Node, Request, SotwSubscription, node_group
+from controlplane.xds.identity import PeerCheck
+from controlplane.xds.protocol import Node, Request, SotwSubscription, admin_url, node_group
 from controlplane.xds.user_scopes import ScopeView
 
 # Bodies up to this size go through the parse cache: Envoy's (~80 KB, one per subscription).
@@ -134,11 +135,13 @@ class RestDiscovery:
         clients: ConnectedEnvoys,
         settings: XdsSettings,
         gate: EnvoyGate,
+        peers: PeerCheck | None = None,
     ) -> None:
         self._cache = cache
         self._clients = clients
         self._settings = settings
         self._gate = gate
+        self._peers = peers or PeerCheck(None)
         # Envoy sends the same ~77 KB body again and again: parse each distinct body once.
         self._parse = lru_cache(maxsize=settings.rest_parse_cache_size)(parse_request)
         self._pollers: dict[tuple[str, str, tuple[str, ...]], _Poller] = {}
@@ -159,9 +162,14 @@ class RestDiscovery:
         if refusal is not None:
             raise web.HTTPBadRequest(text=refusal)
         group = node_group(node, self._settings.node_group_key)
+        peercert = request.transport.get_extra_info("peercert") if request.transport else None
+        refusal = self._peers.refusal(peercert, node_ids={node.id}, group=group)
+        if refusal is not None:
+            raise web.HTTPForbidden(text=refusal)
         poller = self._poller(node.id, parsed)
         sub = poller.subscription
-        client = self._clients.enter(node.id, group, Transport.REST)
+        where = admin_url(node, request.remote)
+        client = self._clients.enter(node.id, group, Transport.REST, where)
         try:
             reply = sub.on_poll(parsed)
             if reply is not None:

@@ -17,6 +17,7 @@ from controlplane.xds.clients import ConnectedEnvoys, EnvoyView, XdsObserver
 from controlplane.xds.config import XdsSettings
 from controlplane.xds.envoy_version import MINIMUM_ENVOY, EnvoyGate, EnvoyVersion
 from controlplane.xds.grpc import AggregatedDiscovery
+from controlplane.xds.identity import PeerCheck
 from controlplane.xds.rest import RestDiscovery
 from controlplane.xds.source import StateSource
 
@@ -42,10 +43,12 @@ class XdsServer:
         self.source = source
         self.cache = SnapshotCache(self.settings, source.sticky.routes)
         self.clients = ConnectedEnvoys(self.settings.rest_client_expiry_s, observer=metrics)
-        # Envoys too old for what the cache holds are refused at their first request.
+        # Envoys too old for what the cache holds are refused at their first request; with
+        # xds.tls, a client certificate may speak only for the node it names.
         gate = EnvoyGate(minimum_envoy)
-        self.rest = RestDiscovery(self.cache, self.clients, self.settings, gate)
-        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings, gate)
+        self.peers = PeerCheck(self.settings.tls)
+        self.rest = RestDiscovery(self.cache, self.clients, self.settings, gate, self.peers)
+        self.ads = AggregatedDiscovery(self.cache, self.clients, self.settings, gate, self.peers)
         self._pending: set[ServiceKey] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

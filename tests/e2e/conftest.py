@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -73,6 +75,16 @@ class Client:
                 raise TimeoutError(f"not true within {timeout_s}s")
             await asyncio.sleep(every_s)
         return loop.time() - started
+
+
+async def keep_asking(client: Client, uids: list[str], stop: asyncio.Event) -> None:
+    """The users' requests, failed or not, until ``stop`` (bounded: at most 60 s)."""
+    deadline = time.monotonic() + 60.0
+    while not stop.is_set() and time.monotonic() < deadline:
+        for uid in uids:
+            with contextlib.suppress(AssertionError, aiohttp.ClientError):
+                await client.ask(uid)
+        await asyncio.sleep(0.01)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -259,13 +259,16 @@ def test_envoys_listener_is_the_one_compose_publishes(
     assert host_file(loadgen, script) == REPO / "deploy" / "loadgen.py"
 
 
-def test_the_control_plane_polls_envoys_admin_port(
+def test_the_control_plane_polls_the_admin_port_envoys_node_names(
     settings: Settings, bootstrap: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     admin = bootstrap["admin"]["address"]["socket_address"]
     assert admin["address"] == "0.0.0.0"
-    (url,) = settings.signals.envoy_admin_urls
-    assert (urlsplit(url).hostname, urlsplit(url).port) == ("envoy", admin["port_value"])
+    assert settings.signals.poll_discovered_envoys
+    assert not settings.signals.envoy_admin_urls
+    url = urlsplit(bootstrap["node"]["metadata"]["admin_url"])
+    # 0.0.0.0: the control plane polls the address Envoy's xDS stream comes from.
+    assert (url.hostname, url.port) == ("0.0.0.0", admin["port_value"])
     assert published(services["envoy"])[admin["port_value"]] == "127.0.0.1"
     health = " ".join(services["envoy"]["healthcheck"]["test"])
     assert f"127.0.0.1:{admin['port_value']}/ready" in health

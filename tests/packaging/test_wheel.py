@@ -33,7 +33,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.wheel, pytest.mark.envoy, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
-BOOTSTRAPS = ("rest", "ads", "delta", "compose-ads")
+BOOTSTRAPS = ("rest", "ads", "delta", "compose-ads", "ads-tls")
 PACKAGED = "controlplane/runtime/bootstraps"
 TOKEN = "wheel-test-token-0123456789"
 
@@ -124,20 +124,23 @@ def test_the_installed_package_is_the_wheel_not_the_source_tree(
     assert Path(result.stdout.strip()).is_relative_to(installed), result.stdout
 
 
-@pytest.fixture
-def demo(installed: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """``stateful-route demo`` from the fresh venv, outside the repository; stopped by PID."""
+@pytest.fixture(params=[[], ["--tls"]], ids=["plain", "tls"])
+def demo(
+    installed: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[int, Path, bool]]:
+    """``stateful-route demo`` from the fresh venv, outside the repository; stopped by PID.
+    Plain, then with ``--tls`` (its throwaway CA comes from the wheel's own dependencies)."""
     proxy_port, admin_port = free_port(), free_port()
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [str(installed / "bin" / "stateful-route"), "demo", "--proxy-port", str(proxy_port),
-             "--admin-port", str(admin_port), "--token", TOKEN],
+             "--admin-port", str(admin_port), "--token", TOKEN, *request.param],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=tmp_path, env=run_env(installed, tmp_path),
         )  # fmt: skip
     try:
-        yield proxy_port, log
+        yield proxy_port, log, bool(request.param)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)  # the operator's Ctrl-C: it stops what it started
@@ -148,8 +151,10 @@ def demo(installed: Path, tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 process.wait()
 
 
-def test_a_wheel_installed_demo_routes_a_user_through_envoy(demo: tuple[int, Path]) -> None:
-    proxy_port, log = demo
+def test_a_wheel_installed_demo_routes_a_user_through_envoy(
+    demo: tuple[int, Path, bool],
+) -> None:
+    proxy_port, log, tls = demo
 
     def ready() -> bool:
         text = log.read_text()
@@ -157,6 +162,8 @@ def test_a_wheel_installed_demo_routes_a_user_through_envoy(demo: tuple[int, Pat
         return "ready." in text
 
     wait_until(ready, "the demo's banner", within_s=60)
+    if tls:
+        assert "CA (throwaway):" in log.read_text()
 
     def ask() -> dict[str, object]:
         request = urllib.request.Request(

@@ -186,6 +186,16 @@ def test_least_connections_picks_fewest_connections_per_unit_of_weight() -> None
     assert LeastConnections().pick(candidates, "u") == 1
 
 
+def test_least_connections_counts_requests_in_flight_where_connections_are_not_reported() -> None:
+    # Envoys' load reports carry requests in flight, not connections.
+    candidates = [
+        Candidate(0, active_requests=6),
+        Candidate(1, active_connections=2, active_requests=1),
+        Candidate(2, active_connections=4),
+    ]
+    assert LeastConnections().pick(candidates, "u") == 1
+
+
 def test_least_connections_breaks_ties_by_bound_users_then_lowest_index() -> None:
     tied = [Candidate(3, active_connections=2), Candidate(1, active_connections=2)]
     assert LeastConnections().pick(tied, "u") == 1

@@ -119,3 +119,21 @@ def test_a_tail_of_a_file_that_appears_later_reads_it_from_the_start(tmp_path: P
     assert tail.read_new_lines() == []
     log.write_text("first\n")
     assert tail.read_new_lines() == ["first"]
+
+
+def test_host_stats_say_why_envoy_ejected_a_host_but_not_what_eds_told_it() -> None:
+    def host(flags: dict[str, object]) -> dict[str, object]:
+        socket = {"socket_address": {"address": "127.0.0.1", "port_value": 9001}}
+        return {"address": socket, "stats": [], "health_status": flags}
+
+    statuses = [
+        host({"failed_outlier_check": True, "eds_health_status": "HEALTHY"}),
+        host({"failed_outlier_check": True, "failed_active_health_check": True}),
+        host({"eds_health_status": "UNHEALTHY"}),
+    ]
+    clusters = {"cluster_statuses": [{"name": "demo/echo", "host_statuses": statuses}]}
+    assert [s.ejected_for for s in parse_host_stats(clusters)] == [
+        "failed_outlier_check",
+        "failed_outlier_check,failed_active_health_check",
+        "",
+    ]

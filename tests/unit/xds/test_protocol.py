@@ -10,6 +10,7 @@ from controlplane.xds.protocol import (
     Request,
     SotwSubscription,
     Verdict,
+    admin_url,
     node_group,
 )
 
@@ -203,3 +204,17 @@ def test_node_group_comes_from_cluster_id_or_metadata() -> None:
     assert node_group(node, "id") == "envoy-1"
     assert node_group(node, "metadata.zone") == "eu"
     assert node_group(None, "cluster") == ""
+
+
+def test_an_envoy_names_its_admin_api_in_its_node_metadata() -> None:
+    def node(url: object) -> Node:
+        return Node("envoy-a", "default", {"admin_url": url})
+
+    assert admin_url(node("http://10.0.0.5:9901/"), "10.0.0.5") == "http://10.0.0.5:9901"
+    # Listening on every address: reached where it connects from.
+    assert admin_url(node("http://0.0.0.0:9901"), "10.0.0.7") == "http://10.0.0.7:9901"
+    assert admin_url(node("http://0.0.0.0:9901"), "fd00::7") == "http://[fd00::7]:9901"
+    for unusable in ["ftp://h:1", "http://h", "h:9901", 9901, None]:
+        assert admin_url(node(unusable), "10.0.0.7") is None
+    assert admin_url(Node("envoy-b"), "10.0.0.7") is None
+    assert admin_url(None, "10.0.0.7") is None

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import pytest
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
+from envoy_data_plane.envoy.config.core.v3 import Address, SocketAddress
 from envoy_data_plane.envoy.config.core.v3 import Node as ProtoNode
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterStats,
+    UpstreamEndpointStats,
+    UpstreamLocalityStats,
+)
 from envoy_data_plane.envoy.service.discovery.v3 import (
     DeltaDiscoveryRequest,
     DeltaDiscoveryResponse,
     DiscoveryRequest,
     DiscoveryResponse,
 )
+from envoy_data_plane.envoy.service.load_stats.v3 import LoadStatsRequest
 from envoy_data_plane.google.protobuf import Struct, Value
 from envoy_data_plane.google.rpc import Status
 
+from controlplane.domain.fleet_evidence import EndpointLoad
 from controlplane.xds import wire
 from controlplane.xds.resources import CLUSTER
 
@@ -83,3 +91,35 @@ def test_truncated_bytes_are_rejected() -> None:
     data = bytes(DiscoveryRequest(version_info="v1", type_url=CLUSTER))
     with pytest.raises(wire.WireError):
         wire.decode_request(data[:-3])
+
+
+def test_load_report_decoding_reads_the_node_and_every_endpoints_counts() -> None:
+    def endpoint(ip: str, ok: int, errors: int, in_flight: int) -> UpstreamEndpointStats:
+        socket = SocketAddress(address=ip, port_value=8080)
+        return UpstreamEndpointStats(
+            address=Address(socket_address=socket),
+            total_successful_requests=ok,
+            total_error_requests=errors,
+            total_requests_in_progress=in_flight,
+            total_issued_requests=ok + errors + in_flight,
+        )
+
+    locality = UpstreamLocalityStats(
+        upstream_endpoint_stats=[endpoint("10.0.0.1", 7, 0, 2), endpoint("10.0.0.2", 0, 3, 0)]
+    )
+    request = LoadStatsRequest(
+        node=ProtoNode(id="envoy-a", cluster="default"),
+        cluster_stats=[ClusterStats(cluster_name="demo/echo", upstream_locality_stats=[locality])],
+    )
+    node, loads = wire.decode_load_stats_request(bytes(request))
+    assert node is not None
+    assert node.id == "envoy-a"
+    assert loads == [
+        EndpointLoad("demo/echo", "10.0.0.1:8080", successes=7, errors=0, in_flight=2),
+        EndpointLoad("demo/echo", "10.0.0.2:8080", successes=0, errors=3, in_flight=0),
+    ]
+
+
+def test_a_malformed_load_report_is_a_wire_error() -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_load_stats_request(b"\x12\x05ab")

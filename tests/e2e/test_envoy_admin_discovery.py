@@ -1,0 +1,81 @@
+"""Envoy admin APIs found from the node metadata Envoys send, and polled for ejections.
+
+No admin URL is configured and no file is shared with Envoy; load reports come once a minute
+and pods are checked every 30 s: a pod failure found within seconds was found by polling the
+admin API that Envoy named in its node metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from controlplane.runtime.stack import LocalStack, StackConfig
+
+from .conftest import Client, keep_asking
+
+pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack() -> AsyncIterator[LocalStack]:
+    config = StackConfig(
+        pods=3,
+        transport="ads",
+        share_event_log=False,
+        health_interval_s=30.0,
+        extra_settings={
+            "signals": {
+                "poll_discovered_envoys": True,
+                "stats_poll_s": 0.1,
+                "load_report_interval_s": 60.0,
+            }
+        },
+    )
+    stack = await LocalStack(config).start()
+    yield stack
+    await stack.stop()
+
+
+async def test_an_envoy_is_known_by_the_admin_api_its_node_names(
+    stack: LocalStack, client: Client
+) -> None:
+    assert stack.envoy is not None
+    [envoy] = await client.admin("GET", "/api/v1/envoys")
+    assert envoy["admin_url"] == stack.envoy.admin_url
+
+
+async def test_an_ejection_polled_from_a_discovered_envoy_fails_the_pod(
+    stack: LocalStack, client: Client
+) -> None:
+    uids = [f"admin-eject-{i}" for i in range(12)]
+    placed = {uid: (await client.ask(uid))["pod"] for uid in uids}
+    victim = placed[uids[0]]
+    victims = [uid for uid, pod in placed.items() if pod == victim]
+
+    stop = asyncio.Event()
+    asking = asyncio.create_task(keep_asking(client, victims, stop))
+    stack.pods[victim].kill()
+    killed = time.monotonic()
+    try:
+
+        async def ejected() -> bool:
+            return (await client.pods())[victim]["state"] == "ejected"
+
+        await client.until(ejected, timeout_s=10.0, every_s=0.02)
+        detected = time.monotonic() - killed
+
+        async def moved() -> bool:
+            return victim not in [await client.pod_of(uid) for uid in victims]
+
+        await client.until(moved, timeout_s=10.0)
+    finally:
+        stop.set()
+        await asking
+    assert "failed_outlier_check" in (await client.pods())[victim]["reason"]
+    print(f"\nkill -9 -> pod ejected via a discovered Envoy's admin API: {detected:.2f}s")
+    await stack.restart_pod(victim)
