@@ -6,7 +6,8 @@ Redis, the ``StickyTable`` Envoy routes by) and ``FailoverExecutor`` (moves user
 and draining pods as the pure ``failover.plan`` says). Redis is the source of truth: every
 decision that must agree across replicas (who wins a bind, whether a user is still on a
 failed pod) is made there atomically. What the manager tells the rest of the process goes
-through one ``ManagerCallbacks``, given to the constructor (``server.py`` wires it).
+through one ``ManagerCallbacks``, given to the constructor (``server.py`` wires it). Pods
+given by DNS name get their addresses through ``PodAddresses`` (``pod_addresses.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from controlplane.callbacks import CallbackFuncs, ManagerCallbacks, Moves
+from controlplane.discovery.resolver import Resolver, SystemResolver
 from controlplane.domain import (
     Binding,
     FailoverEvent,
@@ -35,8 +37,10 @@ from controlplane.domain import (
     UsersPage,
     check_uid,
 )
-from controlplane.errors import InvalidInput
+from controlplane.domain.addresses import Resolution
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.failover.executor import FailoverExecutor
+from controlplane.pod_addresses import PodAddresses
 from controlplane.pod_health import PodHealthKeeper
 from controlplane.router import Router
 from controlplane.service_cache import ServiceCache, ServiceSubscriber
@@ -54,7 +58,8 @@ class StatefulRouteManager:
 
     ``is_leader`` says whether this replica may move users off failed pods (one leader among
     replicas; always, for a lone manager); ``callbacks`` hears of changes the other replicas
-    must learn and of every failover event recorded.
+    must learn and of every failover event recorded; ``resolver`` finds the addresses of pods
+    given by name (the system's, IPv4, by default).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class StatefulRouteManager:
         clock: Callable[[], float] = time.time,
         callbacks: ManagerCallbacks | None = None,
         is_leader: Callable[[], bool] = _always,
+        resolver: Resolver | None = None,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -78,6 +84,9 @@ class StatefulRouteManager:
             store, self.services_cache, self.router, callbacks, is_leader=is_leader, clock=clock
         )
         self.health = PodHealthKeeper(store, self.services_cache, self.failover, clock=clock)
+        self.addresses = PodAddresses(
+            store, self.services_cache, self.health, resolver or SystemResolver(), clock=clock
+        )
         # Users Envoy routes by itself (the xDS server's StateSource reads it).
         self.sticky = self.router.sticky
         self.is_leader = is_leader
@@ -109,18 +118,19 @@ class StatefulRouteManager:
         return await self._services.services()
 
     async def upsert_pod(self, key: ServiceKey, pod: Pod) -> Pod:
-        """Register a pod, or change its address and weight (its health is kept)."""
-        cached = await self._services.get(key)
-        current = cached.pods.get(pod.index)
-        if current is not None:
-            pod = pod.model_copy(update={"health": current.health, "load": current.load})
-        elif pod.health.since == 0:
-            pod = pod.model_copy(
-                update={"health": pod.health.model_copy(update={"since": self._clock()})}
-            )
-        await self.store.registry.put_pod(cached.keys, pod)
-        self._services.changed(cached.service.key, forget=True)
-        return pod
+        """Register a pod, or change its address, name, port or weight (its health is kept).
+
+        A pod given by name is resolved now: registered down (with the reason) if its name
+        does not resolve, failed if a known pod's name no longer does.
+        """
+        return await self.addresses.register(await self._services.get(key), pod)
+
+    async def apply_resolution(
+        self, key: ServiceKey, index: int, resolution: Resolution
+    ) -> Pod | None:
+        """A new answer for pod ``index``'s name: move it to the address the answer gives, or
+        fail it if none (see ``domain/addresses.py``). None if the pod is gone or renamed."""
+        return await self.addresses.apply(await self._services.get(key), index, resolution)
 
     async def remove_pod(self, key: ServiceKey, index: int) -> FailoverEvent | None:
         """Remove a pod; its users are moved to the other pods first."""
@@ -264,6 +274,11 @@ class StatefulRouteManager:
         reason: str = "operator",
     ) -> Transition:
         """Make the pod eligible again; with ``rebalance``, move it its fair share of users."""
+        pod = (await self._services.get(key)).pod(index)
+        if pod.host is None:
+            raise Conflict(
+                f"pod {index} has no address: its name {pod.name} does not resolve", pod=index
+            )
         transition = await self.signal_pod(key, index, HealthSignal.RECOVER, reason)
         if rebalance:
             cached = await self._services.get(key, fresh=True)

@@ -15,7 +15,9 @@ from controlplane.admin.config import is_loopback
 from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
-from controlplane.domain import Service
+from controlplane.discovery.resolver import SystemResolver
+from controlplane.discovery.watcher import PodNameWatcher
+from controlplane.domain import FailoverEvent, FailoverType, Service, ServiceKey
 from controlplane.domain.fleet_evidence import EvidenceRules
 from controlplane.manager import StatefulRouteManager
 from controlplane.misspath import MissPath
@@ -58,17 +60,28 @@ class Server:
         callbacks = CallbackFuncs(
             service_changed=self.sync.announce_service,
             users_moved=self.sync.announce_moves,
-            event_recorded=self.metrics.record_event,
+            event_recorded=self._event_recorded,
         )
+        discovery = settings.discovery
+        resolver = SystemResolver(discovery.address_family, timeout_s=discovery.resolve_timeout_s)
         self.manager = StatefulRouteManager(
             self.store,
             view_ttl_s=upkeep.view_ttl_s,
             route_window_s=upkeep.route_window_s,
             callbacks=callbacks,
             is_leader=self.lease.is_leader,
+            resolver=resolver,
         )
         # One WARNING when the background loops lose Redis, one INFO when it is back.
         self.outage = RedisOutage(self.store.redis.ping)
+        # Pods' names resolved again (the leader alone resolves).
+        self.names = PodNameWatcher(
+            self.manager,
+            resolver,
+            every_s=discovery.resolve_every_s,
+            failed_every_s=discovery.resolve_failed_every_s,
+            outage=self.outage,
+        )
         # Health signals in (the leader alone probes, as the manager's is_leader says).
         self.health = ActiveHealthChecker(self.manager, outage=self.outage)
         signals = settings.signals
@@ -136,6 +149,7 @@ class Server:
         signals = self.settings.signals
         if signals.load_reports:
             self._every(signals.load_report_interval_s, self.fleet.publish_load, "envoy-load")
+        self._tasks.append(asyncio.create_task(self.names.run(), name="resolve-names"))
         xds = self.xds_listeners
         log.info(
             "started admin=%s://%s:%d xds_rest=%d xds_grpc=%d xds_tls=%s",
@@ -174,7 +188,7 @@ class Server:
             )
             await self.manager.register_service(service)
             for pod in config.pods:
-                await self.manager.upsert_pod(service.key, pod)
+                await self.manager.upsert_pod(service.key, pod.to_pod())
 
     def _warn_if_exposed(self) -> None:
         """Say so once when a listener beyond loopback has no protection of its own."""
@@ -222,6 +236,11 @@ class Server:
         signals = self.settings.signals
         found = self.xds.clients.admin_urls() if signals.poll_discovered_envoys else []
         return list(dict.fromkeys([*signals.envoy_admin_urls, *found]))
+
+    def _event_recorded(self, event: FailoverEvent) -> None:
+        self.metrics.record_event(event)
+        if event.type is FailoverType.POD_FAILURE:  # it may be back under its name elsewhere
+            self.names.pod_failed(ServiceKey(event.namespace, event.service), event.pod)
 
     def _as_leader(self, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[object]]:
         """``job`` on the leader only; the other replicas skip their turn."""

@@ -22,7 +22,9 @@ from pydantic_settings import (
 )
 
 from controlplane.admin.config import AdminSettings
-from controlplane.domain import Pod, ServiceSettings
+from controlplane.admin.models import PodSpec
+from controlplane.discovery.config import DiscoverySettings
+from controlplane.domain import ServiceSettings
 from controlplane.domain.models import Namespace, ServiceName
 from controlplane.errors import InvalidInput
 from controlplane.store.config import RedisSettings, RedisTopology
@@ -100,7 +102,8 @@ class ServiceConfig(BaseModel):
     namespace: Namespace
     name: ServiceName
     settings: ServiceSettings = ServiceSettings()
-    pods: list[Pod] = Field(default_factory=list)
+    # Each at an address (host) or by DNS name (name; its index may come from the name).
+    pods: list[PodSpec] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -118,6 +121,7 @@ class Settings(BaseSettings):
     xds: XdsSettings = XdsSettings()
     upkeep: UpkeepSettings = UpkeepSettings()
     signals: SignalsSettings = SignalsSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
     services: list[ServiceConfig] = Field(default_factory=list)
 
     @classmethod

@@ -3,12 +3,13 @@ FailoverEvent, ...) are used as they are."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from controlplane.domain import Binding, FailoverEvent, Pod, PodStatus, UsersPage
-from controlplane.domain.models import PodIndex
+from controlplane.domain.models import HostName, PodIndex
+from controlplane.domain.names import ORDINAL_NAME_PATTERN, ordinal_of
 
 Reason = Annotated[str, Field(min_length=1, max_length=512)]
 # The domain sets no upper bound; this one keeps an index exact in Redis' Lua (doubles) and in
@@ -17,19 +18,67 @@ MAX_POD_INDEX = 2**31 - 1
 AdminPodIndex = Annotated[PodIndex, Field(le=MAX_POD_INDEX)]
 
 
+def _pod_spec_schema(schema: dict[str, Any]) -> None:
+    # The rules across fields, in JSON Schema too: a host or a name; an index, or a name whose
+    # first label ends in -<index>. Left out is left out: none of the three may be null.
+    properties = schema["properties"]
+    for field in ("index", "host", "name"):
+        (given,) = [s for s in properties[field].pop("anyOf") if s.get("type") != "null"]
+        properties[field].pop("default", None)
+        properties[field].update(given)
+    schema["oneOf"] = [{"required": ["host"]}, {"required": ["name"]}]
+    schema["anyOf"] = [
+        {"required": ["index"]},
+        {"required": ["name"], "properties": {"name": {"pattern": ORDINAL_NAME_PATTERN}}},
+    ]
+
+
 class PodSpec(BaseModel):
-    """A pod to register or update. Its health and load are the control plane's, not yours."""
+    """A pod to register or update, at an address (``host``) or by a stable DNS name (``name``,
+    resolved by the control plane). Its health and load are the control plane's, not yours."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_pod_spec_schema)
 
+    # Left out: the ordinal that ends the name's first label ("echo-2.echo" -> 2).
+    index: AdminPodIndex | None = None
     # The pod's own field rules, so the two cannot drift apart.
-    index: AdminPodIndex
-    host: Annotated[str, Pod.model_fields["host"]]
+    host: Annotated[str | None, Pod.model_fields["host"]] = None
+    name: HostName | None = None
     port: Annotated[int, Pod.model_fields["port"]]
     weight: Annotated[int, Pod.model_fields["weight"]] = 1
 
+    @field_validator("index", "host", "name", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("leave the field out rather than null")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_reach_it(self) -> PodSpec:
+        if (self.host is None) == (self.name is None):
+            raise ValueError("give the pod either a host (an address) or a name (a DNS name)")
+        if self.index is None and (self.name is None or ordinal_of(self.name) is None):
+            raise ValueError(
+                "give the pod an index, or a name ending its first label in -<index> "
+                "(a StatefulSet's pod-<i>.<service>)"
+            )
+        return self
+
+    @property
+    def pod_index(self) -> int:
+        """The index given, else the name's ordinal."""
+        if self.index is not None:
+            return self.index
+        assert self.name is not None  # checked on validation
+        ordinal = ordinal_of(self.name)
+        assert ordinal is not None
+        return ordinal
+
     def to_pod(self) -> Pod:
-        return Pod(index=self.index, host=self.host, port=self.port, weight=self.weight)
+        return Pod(
+            index=self.pod_index, host=self.host, name=self.name, port=self.port, weight=self.weight
+        )
 
 
 class PodAction(BaseModel):

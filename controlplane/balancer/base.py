@@ -34,7 +34,8 @@ class Candidate:
         return cls(
             index=pod.index,
             weight=pod.weight,
-            state=pod.state,
+            # No address, no users: a pod whose name does not resolve is down for placement.
+            state=pod.state if pod.host is not None else PodState.DOWN,
             active_requests=pod.load.active_requests,
             active_connections=pod.load.active_connections,
             response_time_ms=pod.load.response_time_ms,

@@ -47,13 +47,20 @@ def event_line(event: Json) -> str:
     return f"{line} {event['reason']}".rstrip()
 
 
+def place(pod: Json) -> str:
+    """Where a pod is: its address, after its name if it was given one."""
+    if not pod.get("name"):
+        return str(pod["address"])
+    return f"{pod['name']} {pod['address'] or '(unresolved)'}"
+
+
 def status(service: str, pods: Iterable[Json], events: Iterable[Json]) -> list[str]:
     lines = [
         service,
         f"{'pod':>4} {'address':<22} {'state':<11} {'weight':>6} {'users':>7} {'load':>5}",
     ]
     lines += [
-        f"{pod['pod_index']:>4} {pod['address']:<22} {pod['state']:<11} {pod['weight']:>6} "
+        f"{pod['pod_index']:>4} {place(pod):<22} {pod['state']:<11} {pod['weight']:>6} "
         f"{pod['bound_users']:>7} {pod['load_state']:>5}"
         for pod in pods
     ]
@@ -70,7 +77,7 @@ def history(service: str, events: list[Json]) -> list[str]:
 def pod_change(action: str, change: Json, *, move_users_per_s: float | None = None) -> list[str]:
     """What drain, fail or recover did to a pod, and the users it moved."""
     pod, event = change["pod"], change.get("failover")
-    name = f"pod {pod['pod_index']} ({pod['address']}) is {pod['state']}"
+    name = f"pod {pod['pod_index']} ({place(pod)}) is {pod['state']}"
     count = pod["bound_users"]
     users, one = plural(count, "bound user"), count == 1
     if action == "drain":

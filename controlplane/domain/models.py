@@ -10,11 +10,27 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from controlplane.domain.envoy_settings import EnvoyClusterSettings
 from controlplane.domain.health import ACCEPTS_NEW_USERS, KEEPS_BOUND_USERS, PodHealth, PodState
-from controlplane.domain.names import NAME_SCHEMA, UID_SCHEMA, ServiceKey, check_name, check_uid
+from controlplane.domain.names import (
+    HOST_NAME_SCHEMA,
+    NAME_SCHEMA,
+    UID_SCHEMA,
+    ServiceKey,
+    check_host_name,
+    check_name,
+    check_uid,
+)
 from controlplane.errors import InvalidInput
 
 # Checked by domain.names; described in JSON Schema by the same module's rules.
@@ -26,6 +42,8 @@ ServiceName = Annotated[
 ]
 Uid = Annotated[str, AfterValidator(check_uid), WithJsonSchema(UID_SCHEMA)]
 PodIndex = Annotated[int, Field(ge=0, strict=True)]
+# A pod's stable DNS name; the control plane resolves it to the address Envoy gets.
+HostName = Annotated[str, AfterValidator(check_host_name), WithJsonSchema(HOST_NAME_SCHEMA)]
 
 
 class Strategy(StrEnum):
@@ -141,32 +159,56 @@ class EnvoyLoadShare(BaseModel):
 
 
 class Pod(BaseModel):
-    """One replica of a service. Index 0 is a pod like any other."""
+    """One replica of a service. Index 0 is a pod like any other.
+
+    The index is the pod's identity: its users are bound to it and its history is kept under
+    it, whatever its address. A pod given by ``name`` gets its ``host`` from DNS (None while
+    the name does not resolve); a pod given by ``host`` keeps that address.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     index: PodIndex
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
+    host: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$"
+    )
+    name: HostName | None = None
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=1, le=1000)
     health: PodHealth = PodHealth()
     load: LoadReport = LoadReport()
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Pod:
+        if self.host is None and self.name is None:
+            raise ValueError("a pod needs a host (its address) or a name (resolved by DNS)")
+        return self
 
     @property
     def state(self) -> PodState:
         return self.health.state
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    def address(self) -> str | None:
+        """``host:port``, or None while the pod's name does not resolve."""
+        return None if self.host is None else f"{self.host}:{self.port}"
 
+    def at_host(self, host: str | None) -> Pod:
+        """This pod at another address. A new address is a new host to Envoy: an ejection of
+        the old one is forgotten (Envoy would never un-eject the new one)."""
+        if host == self.host:
+            return self
+        health = self.health.model_copy(update={"ejected_at": None})
+        return self.model_copy(update={"host": host, "health": health})
+
+    # A pod without an address (its name does not resolve) can serve nobody, whatever its state.
     @property
     def accepts_new_users(self) -> bool:
-        return self.health.state in ACCEPTS_NEW_USERS
+        return self.host is not None and self.health.state in ACCEPTS_NEW_USERS
 
     @property
     def keeps_bound_users(self) -> bool:
-        return self.health.state in KEEPS_BOUND_USERS
+        return self.host is not None and self.health.state in KEEPS_BOUND_USERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +262,8 @@ class PodStatus(BaseModel):
     """The seed's PodHealthStatus, widened with what an operator needs to see."""
 
     pod_index: int
-    address: str
+    address: str | None  # None while the pod's name does not resolve
+    name: str | None  # the DNS name the address comes from, if the pod was given one
     state: PodState
     is_healthy: bool
     weight: int
@@ -239,6 +282,7 @@ class PodStatus(BaseModel):
         return cls(
             pod_index=pod.index,
             address=pod.address,
+            name=pod.name,
             state=pod.state,
             is_healthy=pod.accepts_new_users,
             weight=pod.weight,
@@ -256,7 +300,7 @@ class PodStatus(BaseModel):
 
 class RouteResult(BaseModel):
     pod_index: int
-    address: str
+    address: str | None  # a pod that takes or keeps users has one
     strategy: Strategy
     load_state: int
     new_binding: bool

@@ -21,6 +21,22 @@ NAME_SCHEMA = {
 }
 UID_SCHEMA = {**NAME_SCHEMA, "pattern": f"^{_UID.pattern}$"}
 
+MAX_HOST_NAME_LENGTH = 253
+# A pod's DNS name: dot-separated labels of letters, digits, '-' and '_' (compose service names
+# may hold '_'), as a StatefulSet's "<name>-<i>.<headless service>" or a compose name "pod-0".
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+HOST_NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_HOST_NAME_LENGTH,
+    "pattern": f"^{_HOST_NAME.pattern}$",
+}
+# The ordinal at the end of a name's first label: "echo-2.echo" -> 2, "pod-0" -> 0.
+_ORDINAL = re.compile(r"-([0-9]{1,9})$")
+# A name that carries one, as JSON Schema (with HOST_NAME_SCHEMA's pattern besides).
+ORDINAL_NAME_PATTERN = r"^[^.]*-[0-9]{1,9}(\.|$)"
+
 
 def check_name(kind: str, value: str) -> str:
     """Return ``value`` if it is a valid namespace or service name, else raise InvalidInput."""
@@ -42,6 +58,26 @@ def check_uid(value: str) -> str:
     if not _UID.fullmatch(value):
         raise InvalidInput("uid may hold only visible ASCII characters", field="uid")
     return value
+
+
+def check_host_name(value: str) -> str:
+    """Return ``value`` if it is a valid DNS name for a pod, else raise InvalidInput."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_HOST_NAME_LENGTH:
+        raise InvalidInput(f"name must be 1 to {MAX_HOST_NAME_LENGTH} characters", field="name")
+    if not _HOST_NAME.fullmatch(value):
+        raise InvalidInput(
+            "name must be a DNS name: labels of letters, digits, '-' and '_' (at most 63 "
+            "characters each, not starting or ending with '-') joined by '.'",
+            field="name",
+        )
+    return value
+
+
+def ordinal_of(name: str) -> int | None:
+    """The pod index a name carries at the end of its first label (a StatefulSet's ordinal:
+    "echo-2.echo" -> 2, "pod-0" -> 0), or None if it carries none."""
+    found = _ORDINAL.search(name.split(".", 1)[0])
+    return None if found is None else int(found[1])
 
 
 def check_pod_index(value: int) -> int:

@@ -20,6 +20,8 @@ async def probe(
     session: aiohttp.ClientSession, pod: Pod, path: str, timeout_s: float
 ) -> HealthReport:
     """One check: healthy when the pod answers 2xx within the timeout."""
+    if pod.address is None:  # keeps the reason its name gave (a failed pod keeps its reason)
+        return HealthReport(is_healthy=False, reason=f"no address: name {pod.name} unresolved")
     started = time.perf_counter()
     try:
         async with session.get(

@@ -134,7 +134,8 @@ class PodLocator:
             pods = await self._manager.pods(key)  # cached: Envoy reports often, pods move rarely
         except UnknownService:
             return None
-        return key, {pod.address: pod.index for pod in pods}
+        # A pod without an address (its name does not resolve) is no host of Envoy's.
+        return key, {pod.address: pod.index for pod in pods if pod.address is not None}
 
 
 async def deliver_signal(

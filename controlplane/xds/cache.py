@@ -119,7 +119,7 @@ class _Parts:
     """One service's rendered resources and the inputs they were rendered from."""
 
     state: ServiceState
-    endpoints_input: tuple[tuple[int, str, int, int, PodState], ...] | None = None
+    endpoints_input: tuple[tuple[int, str | None, int, int, PodState], ...] | None = None
     endpoints: Rendered | None = None
     clusters: dict[res.SourceKind, tuple[Service, Rendered]] = field(default_factory=dict)
 

@@ -323,8 +323,9 @@ def _struct(values: Mapping[str, str]) -> Struct:
 def build_load_assignment(
     key: ServiceKey, pods: Sequence[Pod], weights: Mapping[int, int]
 ) -> ClusterLoadAssignment:
-    """Every pod of a service as an endpoint with its balancer weight and health status, and
-    its subset label while its bound users may reach it."""
+    """Every pod of a service that has an address as an endpoint with its balancer weight and
+    health status, and its subset label while its bound users may reach it."""
+    reachable = _reachable(pods)
     return ClusterLoadAssignment(
         cluster_name=cluster_name(key),
         endpoints=[
@@ -332,20 +333,26 @@ def build_load_assignment(
                 lb_endpoints=[
                     LbEndpoint(
                         endpoint=Endpoint(
-                            address=_address(pod.host, pod.port),
+                            address=_address(host, pod.port),
                             hostname=f"pod-{pod.index}",
                         ),
                         health_status=health_status(pod.state),
                         metadata=_pod_metadata(pod.index) if pod.keeps_bound_users else None,
                         load_balancing_weight=weights[pod.index],
                     )
-                    for pod in sorted(pods, key=lambda p: p.index)
+                    for pod, host in reachable
                 ]
             )
         ]
-        if pods
+        if reachable
         else [],
     )
+
+
+def _reachable(pods: Sequence[Pod]) -> list[tuple[Pod, str]]:
+    """The pods that have an address, by index: EDS takes addresses only, so a pod whose name
+    does not resolve is left out (it is down, and keeps no users)."""
+    return [(pod, pod.host) for pod in sorted(pods, key=lambda p: p.index) if pod.host is not None]
 
 
 def load_assignment_json(
@@ -357,10 +364,10 @@ def load_assignment_json(
     costs milliseconds per call; the tests hold the two forms equal.
     """
     endpoints: list[dict[str, object]] = []
-    for pod in sorted(pods, key=lambda p: p.index):
+    for pod, host in _reachable(pods):
         endpoint: dict[str, object] = {
             "endpoint": {
-                "address": {"socketAddress": {"address": pod.host, "portValue": pod.port}},
+                "address": {"socketAddress": {"address": host, "portValue": pod.port}},
                 "hostname": f"pod-{pod.index}",
             },
             "healthStatus": health_status(pod.state).name,

@@ -141,3 +141,10 @@ def test_a_bad_admin_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert out == ""
     assert err.startswith("error: the admin API's URL 'not-a-url' is no URL")
     assert len(err.splitlines()) == 1
+
+
+def test_a_pod_given_by_name_shows_it_before_its_address_or_that_it_is_unresolved() -> None:
+    assert render.place({"name": None, "address": "10.0.0.3:8080"}) == "10.0.0.3:8080"
+    named = {"name": "echo-3.echo", "address": "10.0.0.3:8080"}
+    assert render.place(named) == "echo-3.echo 10.0.0.3:8080"
+    assert render.place({**named, "address": None}) == "echo-3.echo (unresolved)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from admin_support import BASE, NAMESPACE, SERVICE, Client, expect, given_service, route
 
 from controlplane.domain import ServiceKey
@@ -267,3 +268,32 @@ async def test_users_of_an_unknown_pod_is_404_and_bad_paging_400(
     await expect(await api.get(f"{BASE}/pods/7/users"), 404, "unknown_pod")
     for params in ({"limit": "0"}, {"limit": "100001"}, {"cursor": "-1"}, {"cursor": "x"}):
         await expect(await api.get(f"{BASE}/pods/0/users", params=params), 400, "invalid_input")
+
+
+async def test_a_pod_registered_by_name_gets_the_address_its_name_resolves_to(
+    api: Client, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=0)
+    body = {"index": 0, "name": "localhost", "port": 9000}
+    pod = await expect(await api.post(f"{BASE}/pods", json=body), 200)
+    assert (pod["pod_index"], pod["name"], pod["address"]) == (0, "localhost", "127.0.0.1:9000")
+    assert pod["state"] == "healthy"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"name": "localhost", "port": 1}, "give the pod an index, or a name ending"),
+        ({"index": 0, "name": "localhost", "host": "127.0.0.1", "port": 1}, "either a host"),
+        ({"index": 0, "port": 1}, "either a host"),
+        ({"name": "pod-0", "index": None, "port": 1}, "leave the field out rather than null"),
+        ({"index": 0, "name": "two words", "port": 1}, "name must be a DNS name"),
+    ],
+)
+async def test_a_pod_body_that_cannot_say_where_or_which_pod_is_422_saying_why(
+    api: Client, manager: StatefulRouteManager, body: dict[str, object], problem: str
+) -> None:
+    await given_service(manager, pods=0)
+    refused = await expect(await api.post(f"{BASE}/pods", json=body), 422, "validation_error")
+    assert problem in str(refused["detail"]), refused
+    assert await manager.pods(ServiceKey(NAMESPACE, SERVICE)) == []
