@@ -218,3 +218,19 @@ def test_load_assignment_json_equals_the_messages_own(states: list[PodState]) ->
     weights = {p.index: 7 * (p.index + 1) for p in pods}
     message = res.build_load_assignment(state.service.key, pods, weights)
     assert res.load_assignment_json(state.service.key, pods, weights) == message.to_dict()
+
+
+@pytest.mark.parametrize("unresolved", [[0], [1], [0, 1]])
+def test_a_pod_whose_name_does_not_resolve_is_no_endpoint(unresolved: list[int]) -> None:
+    state = service_state("games", "lobby", [9000, 9001])
+    pods = [
+        p.model_copy(update={"host": None, "name": f"pod-{p.index}"})
+        if p.index in unresolved
+        else p
+        for p in state.pods
+    ]
+    weights = {p.index: 1 for p in pods}
+    message = res.build_load_assignment(state.service.key, pods, weights)
+    hostnames = [e.endpoint.hostname for g in message.endpoints for e in g.lb_endpoints]
+    assert hostnames == [f"pod-{i}" for i in (0, 1) if i not in unresolved]
+    assert res.load_assignment_json(state.service.key, pods, weights) == message.to_dict()
