@@ -8,7 +8,6 @@ hold them together, load the config as the control plane would, and run the real
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -290,27 +289,32 @@ def test_envoys_outlier_log_reaches_the_control_plane_through_a_shared_volume(
     assert f"mkdir -p {directory}" in (REPO / "Dockerfile").read_text()
 
 
-def test_each_pod_has_the_fixed_address_and_port_the_control_plane_registers(
+def test_each_pod_is_registered_by_its_compose_name_and_has_no_fixed_address(
     settings: Settings, compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     (service,) = settings.services
-    (ipam,) = compose["networks"][NETWORK]["ipam"]["config"]
-    subnet = ipaddress.ip_network(ipam["subnet"])
-    dynamic = ipaddress.ip_network(ipam["ip_range"])
-    registered = {pod.index: pod for pod in service.pods}
+    registered = {spec.pod_index: spec for spec in service.pods}
     assert sorted(registered) == list(range(len(PODS)))
     for index, name in enumerate(PODS):
-        pod = services[name]
+        pod, spec = services[name], registered[index]
         command = pod["command"]
-        address = ipaddress.ip_address(pod["networks"][NETWORK]["ipv4_address"])
-        assert address in subnet
-        assert address not in dynamic  # never handed to another container
-        assert registered[index].host == str(address)  # EDS wants addresses, not names
+        # By name, its index the name's ordinal: the control plane resolves it for EDS.
+        assert (spec.name, spec.host, spec.index) == (name, None, None)
         assert int(flag(command, "--index")) == index
-        assert int(flag(command, "--port")) == registered[index].port
+        assert int(flag(command, "--port")) == spec.port
         assert flag(command, "--host") == "0.0.0.0"
         assert flag(command, "--report-to") == f"http://controlplane:{settings.listen.admin_port}"
         assert "ports" not in pod  # reached through Envoy only
+    assert settings.discovery.address_family == "ipv4"  # the demo pods listen on 0.0.0.0
+
+
+def test_no_address_or_subnet_is_fixed(compose: dict[str, Any]) -> None:
+    # A host where a fixed subnet is taken could not start the stack.
+    assert not (compose["networks"][NETWORK] or {}).get("ipam")
+    for name, service in compose["services"].items():
+        networks = service.get("networks", [])
+        assert isinstance(networks, list), f"{name} sets per-network options (an address?)"
+    assert not re.search(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}/\d", COMPOSE.read_text())
 
 
 def test_every_service_is_on_the_one_network(

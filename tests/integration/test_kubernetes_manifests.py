@@ -135,16 +135,18 @@ def test_every_container_asks_for_resources_and_none_carries_the_token_in_argv()
                     assert (ref["name"], ref["key"]) == ("stateful-route-token", "token")
 
 
-def test_the_demo_service_is_a_statefulset_whose_pods_register_and_report_with_the_token() -> None:
+def test_the_demo_service_is_a_statefulset_whose_pods_report_with_the_token() -> None:
     echo = named("StatefulSet", "echo")
     template = echo["spec"]["template"]
     assert echo["spec"]["serviceName"] == "echo"
-    assert named("Service", "echo")["spec"]["clusterIP"] == "None"
+    headless = named("Service", "echo")["spec"]
+    assert headless["clusterIP"] == "None"
+    # Names resolve while the pods exist: the control plane's checks judge readiness.
+    assert headless["publishNotReadyAddresses"] is True
     pod = container(template, "echo")
     assert '--index "${POD_NAME##*-}"' in pod["command"][-1]  # the ordinal is the pod index
     assert {v["name"] for v in pod["env"]} >= {"POD_NAME", TOKEN_ENV}
-    (register,) = template["spec"]["initContainers"]
-    assert "/api/v1/services/demo/echo/pods" in register["command"][-1]
+    assert "initContainers" not in template["spec"]  # nothing registers itself
     assert pod["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
@@ -216,6 +218,17 @@ def test_envoy_and_its_control_plane_share_the_event_log_and_the_pods_loopback(
 def test_one_image_everywhere_but_redis() -> None:
     images = {c["image"] for name, t in pod_templates() if name != "redis" for c in containers(t)}
     assert len(images) == 1, images
+
+
+def test_the_control_plane_finds_every_echo_pod_by_its_statefulset_name(settings: Settings) -> None:
+    echo = named("StatefulSet", "echo")["spec"]
+    (service,) = settings.services
+    assert (service.namespace, service.name) == ("demo", "echo")
+    names = [f"echo-{i}.{echo['serviceName']}" for i in range(echo["replicas"])]
+    assert [spec.name for spec in service.pods] == names
+    # Each index is the name's ordinal, the index the pod reports its load under.
+    assert [spec.pod_index for spec in service.pods] == list(range(echo["replicas"]))
+    assert all(spec.host is None and spec.index is None for spec in service.pods)
 
 
 @pytest.mark.envoy
