@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controlplane.domain import HealthCheckSettings, Pod, ServiceSettings
+from controlplane.admin.models import PodSpec
+from controlplane.domain import HealthCheckSettings, ServiceSettings
 from controlplane.outage import RedisOutage, run_every
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.server import Server
@@ -53,7 +54,7 @@ async def test_a_one_second_redis_restart_logs_one_warning_and_one_info_with_its
                 namespace="games",
                 name="lobby",
                 settings=ServiceSettings(health_check=checks),
-                pods=[Pod(index=0, host="127.0.0.1", port=closed_port())],
+                pods=[PodSpec(index=0, host="127.0.0.1", port=closed_port())],
             )
         ],
     )
