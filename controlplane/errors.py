@@ -46,6 +46,10 @@ class NotBound(NotFound):
     code = "not_bound"
 
 
+class NoLease(NotFound):
+    code = "no_lease"
+
+
 class Conflict(StatefulRouteError):
     """The request is well formed but the current state forbids it."""
 

@@ -7,7 +7,8 @@ and draining pods as the pure ``failover.plan`` says). Redis is the source of tr
 decision that must agree across replicas (who wins a bind, whether a user is still on a
 failed pod) is made there atomically. What the manager tells the rest of the process goes
 through one ``ManagerCallbacks``, given to the constructor (``server.py`` wires it). Pods
-given by DNS name get their addresses through ``PodAddresses`` (``pod_addresses.py``).
+given by DNS name get their addresses through ``PodAddresses`` (``pod_addresses.py``); pods that
+register themselves hold leases (``PodLeases``, ``pod_leases.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from controlplane.errors import Conflict, InvalidInput
 from controlplane.failover.executor import FailoverExecutor
 from controlplane.pod_addresses import PodAddresses
 from controlplane.pod_health import PodHealthKeeper
+from controlplane.pod_leases import PodLeases
 from controlplane.router import Router
 from controlplane.service_cache import ServiceCache, ServiceSubscriber
 from controlplane.store import Store
@@ -59,7 +61,8 @@ class StatefulRouteManager:
     ``is_leader`` says whether this replica may move users off failed pods (one leader among
     replicas; always, for a lone manager); ``callbacks`` hears of changes the other replicas
     must learn and of every failover event recorded; ``resolver`` finds the addresses of pods
-    given by name (the system's, IPv4, by default).
+    given by name (the system's, IPv4, by default); a pod whose lease lapsed is drained, then
+    failed ``lease_drain_s`` later.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class StatefulRouteManager:
         callbacks: ManagerCallbacks | None = None,
         is_leader: Callable[[], bool] = _always,
         resolver: Resolver | None = None,
+        lease_drain_s: float = 10.0,
     ) -> None:
         self.store = store
         self._clock = clock
@@ -86,6 +90,9 @@ class StatefulRouteManager:
         self.health = PodHealthKeeper(store, self.services_cache, self.failover, clock=clock)
         self.addresses = PodAddresses(
             store, self.services_cache, self.health, resolver or SystemResolver(), clock=clock
+        )
+        self.leases = PodLeases(
+            store, self.addresses, self.health, drain_s=lease_drain_s, clock=clock
         )
         # Users Envoy routes by itself (the xDS server's StateSource reads it).
         self.sticky = self.router.sticky
@@ -131,6 +138,26 @@ class StatefulRouteManager:
         """A new answer for pod ``index``'s name: move it to the address the answer gives, or
         fail it if none (see ``domain/addresses.py``). None if the pod is gone or renamed."""
         return await self.addresses.apply(await self._services.get(key), index, resolution)
+
+    async def register_lease(
+        self, key: ServiceKey, pod: Pod, ttl_s: float, *, assign_index: bool = False
+    ) -> tuple[Pod, float]:
+        """A pod registering itself, or renewing its lease, for ``ttl_s``: the pod and when its
+        lease ends. With ``assign_index``, the pod's index is that of the pod at the same name
+        (or address) and port, else the lowest free one."""
+        cached = await self._services.get(key, fresh=True)
+        return await self.leases.register(cached, pod, ttl_s, assign_index=assign_index)
+
+    async def release_lease(self, key: ServiceKey, index: int) -> Pod:
+        """The pod is leaving: its lease ends now, and the lapse policy takes its course."""
+        return await self.leases.release(await self._services.get(key, fresh=True), index)
+
+    async def check_leases(self) -> int:
+        """Drain or fail the pods whose lease lapsed (the leader's job); how many changed."""
+        changed = 0
+        for key in await self.store.registry.service_keys():
+            changed += await self.leases.check(await self._services.get(key))
+        return changed
 
     async def remove_pod(self, key: ServiceKey, index: int) -> FailoverEvent | None:
         """Remove a pod; its users are moved to the other pods first."""

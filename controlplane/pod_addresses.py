@@ -41,10 +41,13 @@ class PodAddresses:
         self.resolver = resolver
         self._clock = clock
 
-    async def register(self, cached: CachedService, pod: Pod) -> Pod:
+    async def register(
+        self, cached: CachedService, pod: Pod, *, at_free_index: bool = False
+    ) -> Pod:
         """Write ``pod`` (new, or a new address, name, port or weight for a known one: it keeps
-        its health and load), its name resolved now."""
-        current = cached.pods.get(pod.index)
+        its health and load), its name resolved now. With ``at_free_index`` it is a new pod,
+        written under the lowest index no pod holds (its own index is ignored)."""
+        current = None if at_free_index else cached.pods.get(pod.index)
         resolution = None if pod.name is None else await self.resolver.resolve(pod.name)
         if resolution is not None:
             known = current.host if current is not None and current.name == pod.name else None
@@ -61,7 +64,10 @@ class PodAddresses:
             pod = pod.model_copy(
                 update={"health": pod.health.model_copy(update={"since": self._clock()})}
             )
-        await self._store.registry.put_pod(cached.keys, pod)
+        if at_free_index:
+            pod = await self._store.registry.add_pod_at_free_index(cached.keys, pod)
+        else:
+            await self._store.registry.put_pod(cached.keys, pod)
         self._services.changed(cached.service.key, forget=True)
         if resolution is not None:
             self._log_move(cached, current, pod)

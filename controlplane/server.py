@@ -71,6 +71,7 @@ class Server:
             callbacks=callbacks,
             is_leader=self.lease.is_leader,
             resolver=resolver,
+            lease_drain_s=discovery.lease_drain_s,
         )
         # One WARNING when the background loops lose Redis, one INFO when it is back.
         self.outage = RedisOutage(self.store.redis.ping)
@@ -143,6 +144,9 @@ class Server:
             upkeep.idle_expiry_every_s, self._as_leader(self.manager.expire_idle), "expire-idle"
         )
         self._every(upkeep.reconcile_every_s, self._as_leader(self.manager.reconcile), "reconcile")
+        discovery = self.settings.discovery
+        leases = self._as_leader(self.manager.check_leases)
+        self._every(discovery.lease_check_every_s, leases, "check-leases")
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
         self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
         self._follow_envoy()

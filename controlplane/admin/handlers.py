@@ -29,6 +29,8 @@ from controlplane.admin.models import (
     BindingView,
     DrainAction,
     Health,
+    Lease,
+    LeaseRequest,
     Migration,
     PodAction,
     PodChange,
@@ -177,6 +179,26 @@ async def delete_pod(request: web.Request) -> web.Response:
     context = _context(request)
     event = await context.manager.remove_pod(key, index)
     return json_response(PodRemoval(pod_index=index, failover=event))
+
+
+async def register_lease(request: web.Request) -> web.Response:
+    key = service_key(request)
+    body = await read_body(request, LeaseRequest)
+    index = body.known_index
+    manager = _context(request).manager
+    pod, ends_at = await manager.register_lease(
+        key, body.to_pod(index or 0), body.ttl_s, assign_index=index is None
+    )
+    status = await _pod_status(manager, key, pod.index)
+    lease = Lease(pod_index=pod.index, ttl_s=body.ttl_s, expires_at=ends_at, pod=status)
+    return json_response(lease)
+
+
+async def release_lease(request: web.Request) -> web.Response:
+    key, index = service_key(request), pod_index(request)
+    manager = _context(request).manager
+    await manager.release_lease(key, index)
+    return json_response(await _pod_status(manager, key, index))
 
 
 A = TypeVar("A", bound=PodAction)

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from controlplane.domain import Binding, FailoverEvent, Pod, PodStatus, UsersPage
 from controlplane.domain.models import HostName, PodIndex
 from controlplane.domain.names import ORDINAL_NAME_PATTERN, ordinal_of
+from controlplane.errors import InvalidInput
 
 Reason = Annotated[str, Field(min_length=1, max_length=512)]
 # The domain sets no upper bound; this one keeps an index exact in Redis' Lua (doubles) and in
@@ -18,28 +19,23 @@ MAX_POD_INDEX = 2**31 - 1
 AdminPodIndex = Annotated[PodIndex, Field(le=MAX_POD_INDEX)]
 
 
-def _pod_spec_schema(schema: dict[str, Any]) -> None:
-    # The rules across fields, in JSON Schema too: a host or a name; an index, or a name whose
-    # first label ends in -<index>. Left out is left out: none of the three may be null.
+def _optional_not_null(schema: dict[str, Any]) -> None:
+    # Left out is left out: index, host and name may be absent but never null.
     properties = schema["properties"]
     for field in ("index", "host", "name"):
         (given,) = [s for s in properties[field].pop("anyOf") if s.get("type") != "null"]
         properties[field].pop("default", None)
         properties[field].update(given)
+    # A host or a name, as the validator says.
     schema["oneOf"] = [{"required": ["host"]}, {"required": ["name"]}]
-    schema["anyOf"] = [
-        {"required": ["index"]},
-        {"required": ["name"], "properties": {"name": {"pattern": ORDINAL_NAME_PATTERN}}},
-    ]
 
 
-class PodSpec(BaseModel):
-    """A pod to register or update, at an address (``host``) or by a stable DNS name (``name``,
-    resolved by the control plane). Its health and load are the control plane's, not yours."""
+class PodPlace(BaseModel):
+    """Where a pod is: an address (``host``) or a stable DNS name (``name``, resolved by the
+    control plane), a port, and its weight. Its health and load are the control plane's."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_pod_spec_schema)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_optional_not_null)
 
-    # Left out: the ordinal that ends the name's first label ("echo-2.echo" -> 2).
     index: AdminPodIndex | None = None
     # The pod's own field rules, so the two cannot drift apart.
     host: Annotated[str | None, Pod.model_fields["host"]] = None
@@ -55,10 +51,44 @@ class PodSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_way_to_reach_it(self) -> PodSpec:
+    def _one_way_to_reach_it(self) -> PodPlace:
         if (self.host is None) == (self.name is None):
             raise ValueError("give the pod either a host (an address) or a name (a DNS name)")
-        if self.index is None and (self.name is None or ordinal_of(self.name) is None):
+        return self
+
+    @property
+    def known_index(self) -> int | None:
+        """The index given, else the name's ordinal, else None."""
+        if self.index is not None:
+            return self.index
+        return None if self.name is None else ordinal_of(self.name)
+
+    def to_pod(self, index: int | None = None) -> Pod:
+        """The pod, at ``index`` if given, else at its ``known_index``."""
+        at = self.known_index if index is None else index
+        if at is None:
+            raise InvalidInput("the pod has no index", field="index")
+        return Pod(index=at, host=self.host, name=self.name, port=self.port, weight=self.weight)
+
+
+def _pod_spec_schema(schema: dict[str, Any]) -> None:
+    _optional_not_null(schema)
+    # An index, or a name whose first label ends in -<index>.
+    schema["anyOf"] = [
+        {"required": ["index"]},
+        {"required": ["name"], "properties": {"name": {"pattern": ORDINAL_NAME_PATTERN}}},
+    ]
+
+
+class PodSpec(PodPlace):
+    """A pod to register or update. Its index is ``index``, or else the ordinal that ends its
+    name's first label ("echo-2.echo" -> 2)."""
+
+    model_config = ConfigDict(json_schema_extra=_pod_spec_schema)
+
+    @model_validator(mode="after")
+    def _an_index(self) -> PodSpec:
+        if self.known_index is None:
             raise ValueError(
                 "give the pod an index, or a name ending its first label in -<index> "
                 "(a StatefulSet's pod-<i>.<service>)"
@@ -67,18 +97,30 @@ class PodSpec(BaseModel):
 
     @property
     def pod_index(self) -> int:
-        """The index given, else the name's ordinal."""
-        if self.index is not None:
-            return self.index
-        assert self.name is not None  # checked on validation
-        ordinal = ordinal_of(self.name)
-        assert ordinal is not None
-        return ordinal
+        index = self.known_index
+        assert index is not None  # checked on validation
+        return index
 
-    def to_pod(self) -> Pod:
-        return Pod(
-            index=self.pod_index, host=self.host, name=self.name, port=self.port, weight=self.weight
-        )
+
+MAX_LEASE_TTL_S = 3600.0
+
+
+class LeaseRequest(PodPlace):
+    """A pod registering itself, or renewing its lease. Its index is ``index``, else its name's
+    ordinal, else the index of the pod already registered at this host (or name) and port,
+    else the lowest free one: renew with the ``pod_index`` the answer gives."""
+
+    # The lease ends this long after the request unless renewed (renew every third of it).
+    ttl_s: float = Field(default=30.0, ge=1.0, le=MAX_LEASE_TTL_S)
+
+
+class Lease(BaseModel):
+    """A pod's lease, as registered or renewed."""
+
+    pod_index: int
+    ttl_s: float
+    expires_at: float  # unix seconds
+    pod: PodStatus
 
 
 class PodAction(BaseModel):

@@ -40,7 +40,7 @@ to pods, and ask which pod serves a user.
 
 **Errors.** Every error is JSON: `{"error": "<code>", "detail": "<message or list of \
 issues>", "context": {...}}`. 400: malformed JSON or a bad name, uid, pod index or query \
-parameter; 401: missing or wrong token; 404: unknown service or pod, or an unbound user; \
+parameter; 401: missing or wrong token; 404: unknown service or pod, an unbound user, or no lease; \
 409: the state forbids it; 413: body larger than the server's limit; 422: JSON of the wrong \
 shape; 429: the service binds no new user now (at a limit of its `new_users` settings); 503: \
 Redis unreachable, or no pod takes new users.
@@ -59,7 +59,7 @@ PATH_PARAMETERS: dict[str, tuple[str, Schema]] = {
 ERROR_MEANINGS = {
     400: "Malformed JSON, or a bad name, uid, pod index or query parameter.",
     401: "Missing or wrong bearer token.",
-    404: "Unknown service or pod, or the user is not bound.",
+    404: "Unknown service or pod, the user is not bound, or the pod holds no lease.",
     409: "The current state forbids it.",
     413: "The body is larger than the server accepts.",
     422: "The JSON body has the wrong shape.",

@@ -23,6 +23,8 @@ from controlplane.admin.models import (
     BindingView,
     DrainAction,
     Health,
+    Lease,
+    LeaseRequest,
     Migration,
     PodAction,
     PodChange,
@@ -165,6 +167,25 @@ OPERATIONS: tuple[Operation, ...] = (
         "POST", _SERVICE + "/pods", h.put_pod, "Register a pod, or change its address or weight",
         "pods", Access.WRITE, PodStatus, body=PodSpec, errors=_STATE,
         description="A known pod keeps its health state and load.",
+    ),
+    Operation(
+        "POST", _SERVICE + "/leases", h.register_lease,
+        "Register a pod with a lease, or renew it (pods or their sidecars call this)", "pods",
+        Access.WRITE, Lease, body=LeaseRequest, errors=_STATE,
+        description="For orchestrators without stable names: the pod registers itself and "
+        "calls again before `ttl_s` is over (every third of it). Its index is `index`, else "
+        "its name's ordinal, else that of the pod already at this host (or name) and port, "
+        "else the lowest free one; renew with the answer's `pod_index`. A renewal that changes "
+        "nothing writes only the lease. A lease that lapses drains the pod at once and fails "
+        "it (its users move) once it has been over for the server's `discovery.lease_drain_s`; "
+        "a renewal after that undoes the drain, or counts as a passed check of the failed pod.",
+    ),
+    Operation(
+        "DELETE", _POD + "/lease", h.release_lease,
+        "End a pod's lease now (the pod is leaving)", "pods", Access.WRITE, PodStatus,
+        errors=_STATE,
+        description="The pod is drained at once and failed `discovery.lease_drain_s` later, "
+        "as if its lease had lapsed. 404 `no_lease` for a pod that holds no lease.",
     ),
     Operation(
         "DELETE", _POD, h.delete_pod, "Remove a pod (its users are moved first)", "pods",

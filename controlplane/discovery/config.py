@@ -19,3 +19,8 @@ class DiscoverySettings(BaseModel):
     resolve_failed_every_s: float = Field(default=1.0, gt=0, le=86_400)
     # A lookup that takes longer says nothing about the pod (it keeps its address).
     resolve_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Pods that register themselves (POST .../leases): a lapsed lease drains the pod at once
+    # and fails it (its users move) once the lease has been over this long.
+    lease_drain_s: float = Field(default=10.0, ge=0, le=86_400)
+    # How often the leader looks for lapsed leases.
+    lease_check_every_s: float = Field(default=1.0, gt=0, le=3_600)

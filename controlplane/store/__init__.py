@@ -10,11 +10,12 @@ from controlplane.store.config import RedisSettings
 from controlplane.store.connection import RedisClient, connect
 from controlplane.store.history import FailoverHistory
 from controlplane.store.keys import KeySpace, ServiceKeys
+from controlplane.store.leases import LeaseStore
 from controlplane.store.registry import ServiceRegistry
 
 
 class Store:
-    """The control plane's Redis: one client, one key space, three views of the data.
+    """The control plane's Redis: one client, one key space, four views of the data.
 
     The client may be a single server, a Cluster or a Sentinel-managed primary: see
     connection.py for why one implementation serves all three.
@@ -26,6 +27,7 @@ class Store:
         self.bindings = BindingStore(redis)
         self.registry = ServiceRegistry(redis, self.keyspace)
         self.history = FailoverHistory(redis, history_cap)
+        self.leases = LeaseStore(redis)
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> Store:
@@ -53,6 +55,7 @@ __all__ = [
     "BindingStore",
     "FailoverHistory",
     "KeySpace",
+    "LeaseStore",
     "RedisClient",
     "Refusal",
     "ServiceKeys",

@@ -24,6 +24,7 @@ class ServiceKeys:
     pod_users_prefix: str  # SET per pod: <prefix><index> -> uids bound there
     new_user_tokens: str  # HASH tokens, at: the new-user token bucket (absent while full)
     events: str  # LIST: FailoverEvent JSON, newest first, capped
+    leases: str  # ZSET: pod index scored by when its lease ends (unix seconds)
 
     def pod_users(self, index: int) -> str:
         return f"{self.pod_users_prefix}{index}"
@@ -53,4 +54,5 @@ class KeySpace:
             pod_users_prefix=f"{base}:p:",
             new_user_tokens=f"{base}:admit",
             events=f"{base}:events",
+            leases=f"{base}:leases",
         )

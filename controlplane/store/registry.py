@@ -47,6 +47,7 @@ class ServiceRegistry:
             keys.bindings,
             keys.last_seen,
             keys.events,
+            keys.leases,
             *(keys.pod_users(int(p)) for p in pods),
         )
 
@@ -72,8 +73,24 @@ class ServiceRegistry:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.pods, str(index))
             pipe.hdel(keys.loads, str(index))
-            removed, _ = await pipe.execute()
+            pipe.zrem(keys.leases, str(index))
+            removed, *_ = await pipe.execute()
         return bool(removed)
+
+    async def add_pod_at_free_index(self, keys: ServiceKeys, pod: Pod) -> Pod:
+        """Write ``pod`` under the lowest index no pod holds (its own index is ignored).
+
+        HSETNX claims an index atomically: two pods registering at once get two indices.
+        """
+        taken = {int(i) for i in cast(list[str], await self._redis.hkeys(keys.pods))}
+        index = 0
+        while True:
+            while index in taken:
+                index += 1
+            pod = pod.model_copy(update={"index": index})
+            if await self._redis.hsetnx(keys.pods, str(index), _pod_json(pod)):
+                return pod
+            taken.add(index)  # claimed by another meanwhile
 
     async def update_pod(
         self, keys: ServiceKeys, index: int, change: Callable[[Pod], tuple[Pod, T]]

@@ -33,6 +33,8 @@ EXPECTED = {
     SERVICE_PATH + "/pods/{index}/drain": {"post"},
     SERVICE_PATH + "/pods/{index}/recover": {"post"},
     SERVICE_PATH + "/pods/{index}/fail": {"post"},
+    SERVICE_PATH + "/pods/{index}/lease": {"delete"},
+    SERVICE_PATH + "/leases": {"post"},
     SERVICE_PATH + "/users/{uid}": {"get", "put", "delete"},
     SERVICE_PATH + "/failovers": {"get"},
     "/api/v1/route": {"post"},
