@@ -1,5 +1,5 @@
 """The control-plane process with pods by name: its config file's names are resolved at start,
-and a pod's failure sends its name to be resolved again."""
+a pod's failure sends its name to be resolved again, and the leader looks for lapsed leases."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from controlplane.admin.models import PodSpec
-from controlplane.domain import ServiceKey
+from controlplane.discovery.config import DiscoverySettings
+from controlplane.domain import Pod, PodState, ServiceKey
 from controlplane.runtime.ports import free_port
 from controlplane.runtime.redis_server import RedisServer
 from controlplane.server import Server
 from controlplane.settings import ListenSettings, ServiceConfig, Settings, UpkeepSettings
 from controlplane.store.config import RedisSettings
+from tests.support.waiting import eventually
 
 KEY = ServiceKey("games", "lobby")
 
@@ -24,6 +26,7 @@ async def server(redis_server: RedisServer) -> AsyncIterator[Server]:
         redis=RedisSettings(url=redis_server.url),
         listen=ListenSettings(admin_port=0, xds_rest_port=0, xds_grpc_port=0),
         upkeep=UpkeepSettings(health_checks=False),
+        discovery=DiscoverySettings(lease_check_every_s=0.05),
         services=[
             ServiceConfig(
                 namespace=KEY.namespace,
@@ -56,3 +59,14 @@ async def test_a_failed_pod_is_sent_to_be_resolved_again(
     monkeypatch.setattr(server.names, "pod_failed", lambda key, i: reported.append((key, i)))
     await server.manager.handle_pod_failure(KEY, 1, "test")
     assert reported == [(KEY, 1)]
+
+
+async def test_the_leader_drains_a_pod_whose_lease_lapsed(server: Server) -> None:
+    pod = Pod(index=5, host="127.0.0.1", port=free_port())
+    await server.manager.register_lease(KEY, pod, ttl_s=0.2)
+
+    async def drained() -> bool:
+        pods = {p.index: p for p in await server.manager.pods(KEY)}
+        return pods[5].state is PodState.DRAINING
+
+    await eventually(drained, "pod 5 drained after its lease lapsed", within_s=5.0)
