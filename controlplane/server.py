@@ -15,7 +15,7 @@ from controlplane.admin.config import is_loopback
 from controlplane.admin.envoy_status import envoy_statuses
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.callbacks import CallbackFuncs
-from controlplane.discovery.resolver import SystemResolver
+from controlplane.discovery.resolver import Resolver, SystemResolver
 from controlplane.discovery.watcher import PodNameWatcher
 from controlplane.domain import FailoverEvent, FailoverType, Service, ServiceKey
 from controlplane.domain.fleet_evidence import EvidenceRules
@@ -44,8 +44,9 @@ log = logging.getLogger("stateful_route.server")
 class Server:
     """Redis client, route manager, health checks, upkeep loops and HTTP listeners."""
 
-    def __init__(self, settings: Settings) -> None:
-        """The whole assembly, in dependency order; ``start`` then runs it."""
+    def __init__(self, settings: Settings, *, resolver: Resolver | None = None) -> None:
+        """The whole assembly, in dependency order; ``start`` then runs it. ``resolver`` finds
+        pods' addresses by name (the system's, as ``settings.discovery`` says, by default)."""
         self.settings = settings
         upkeep, listen = settings.upkeep, settings.listen
         # Redis, and this replica's place among the others.
@@ -63,7 +64,9 @@ class Server:
             event_recorded=self._event_recorded,
         )
         discovery = settings.discovery
-        resolver = SystemResolver(discovery.address_family, timeout_s=discovery.resolve_timeout_s)
+        resolver = resolver or SystemResolver(
+            discovery.address_family, timeout_s=discovery.resolve_timeout_s
+        )
         self.manager = StatefulRouteManager(
             self.store,
             view_ttl_s=upkeep.view_ttl_s,
