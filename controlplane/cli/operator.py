@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import urllib.parse
 from typing import Any
 
-from controlplane.cli import render
+from controlplane.cli import render, sidecar
 from controlplane.cli.admin_client import AdminApiError, AdminClient
 from controlplane.domain import FailoverType
 
@@ -114,6 +115,16 @@ def pod_action(args: argparse.Namespace) -> int:
     return _out(args, change, render.pod_change(args.action, change, move_users_per_s=rate))
 
 
+def register(args: argparse.Namespace) -> int:
+    client, base, body = _client(args), _service(args), sidecar.lease_body(args)
+    lease = client.call("POST", f"{base}/leases", body)
+    _out(args, lease, render.lease(lease))
+    if args.once:
+        return 0
+    sys.stdout.flush()
+    return sidecar.renew_until_stopped(client, base, body, lease["pod_index"])
+
+
 def add_commands(commands: Any) -> None:
     """The admin API's commands, on the parser's subcommands (``commands``)."""
 
@@ -186,6 +197,9 @@ def add_commands(commands: Any) -> None:
     sub = command("fail", "mark a pod down and move its users to healthy pods", pod_action)
     sub.set_defaults(action="fail")
     _pod_arguments(sub)
+
+    sub = command("register", "a pod's sidecar: register it with a lease and renew it", register)
+    sidecar.add_arguments(sub)
 
 
 def _pod_arguments(sub: argparse.ArgumentParser) -> None:

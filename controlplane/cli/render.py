@@ -68,6 +68,14 @@ def status(service: str, pods: Iterable[Json], events: Iterable[Json]) -> list[s
     return lines
 
 
+def lease(found: Json) -> str:
+    """A pod's lease, as registered or renewed."""
+    return (
+        f"pod {found['pod_index']} ({place(found['pod'])}) is {found['pod']['state']}; "
+        f"its lease lasts {found['ttl_s']:g} s unless renewed"
+    )
+
+
 def history(service: str, events: list[Json]) -> list[str]:
     if not events:
         return [f"{service}: no failover events (of those kept)"]

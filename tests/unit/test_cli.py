@@ -41,6 +41,7 @@ def test_help_is_plain_text_naming_every_command(capsys: pytest.CaptureFixture[s
 API_COMMANDS = {
     "status": [], "user": ["alice"], "users": ["3"], "history": [], "envoys": [],
     "migrate": ["alice", "1"], "drain": ["3"], "recover": ["3"], "fail": ["3"],
+    "register": ["--host", "10.0.0.3", "--port", "8080"],
 }  # fmt: skip
 
 
@@ -141,6 +142,13 @@ def test_a_bad_admin_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
     assert out == ""
     assert err.startswith("error: the admin API's URL 'not-a-url' is no URL")
     assert len(err.splitlines()) == 1
+
+
+def test_a_lease_says_which_pod_and_how_long_it_lasts() -> None:
+    lease = {"pod_index": 3, "ttl_s": 30.0, "pod": {**pod("healthy"), "name": "worker-3"}}
+    assert render.lease(lease) == (
+        "pod 3 (worker-3 10.0.0.3:8080) is healthy; its lease lasts 30 s unless renewed"
+    )
 
 
 def test_a_pod_given_by_name_shows_it_before_its_address_or_that_it_is_unresolved() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import time
 from typing import Any
 
@@ -17,13 +19,15 @@ from pytest_aiohttp import AiohttpServer
 
 from controlplane.admin import AdminSettings, create_admin_app
 from controlplane.cli import main
-from controlplane.domain import ServiceKey
+from controlplane.domain import PodState, ServiceKey
 from controlplane.manager import StatefulRouteManager
 from controlplane.runtime.ports import free_port
 from controlplane.xds.clients import EnvoyView, Transport, TypeStatusView
+from tests.support.waiting import eventually
 
 CLUSTERS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 SCOPES = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
+KEY = ServiceKey(NAMESPACE, SERVICE)
 
 
 class Cli:
@@ -246,3 +250,50 @@ async def test_an_unreachable_api_is_one_line_too(capsys: pytest.CaptureFixture[
         assert (status, out) == (1, "")
         assert err.startswith("error: cannot reach the admin API at http://127.0.0.1:")
         assert err.endswith(": Connection refused\n")
+
+
+async def test_register_once_registers_the_pod_with_a_lease_and_says_so(
+    cli: Cli, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=2)
+    line = await cli.ok("register", "--host", "10.5.0.1", "--port", "8080", "--once")
+    assert line == "pod 2 (10.5.0.1:8080) is healthy; its lease lasts 30 s unless renewed\n"
+    lease = await cli.json("register", "--host", "10.5.0.1", "--port", "8080", "--once")
+    assert lease["pod_index"] == 2  # the same place: the same pod, renewed
+    error = await cli.fails("register", "--host", "10.5.0.1", "--port", "8080", "--ttl", "0")
+    assert "ttl_s" in error
+
+
+async def test_the_register_sidecar_renews_until_stopped_then_ends_the_lease(
+    cli: Cli, manager: StatefulRouteManager
+) -> None:
+    await given_service(manager, pods=1)
+    keys = manager.store.keys(KEY)
+    command = [
+        sys.executable, "-m", "controlplane.cli", "register", "--admin", cli.admin,
+        "--token", TOKEN, "-n", NAMESPACE, "-s", SERVICE,
+        "--host", "10.5.0.9", "--port", "8080", "--ttl", "1.5",
+    ]  # fmt: skip
+    sidecar = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        first = await eventually(
+            lambda: manager.store.leases.ends_at(keys, 1), "the sidecar registered pod 1"
+        )
+
+        async def renewed() -> bool:
+            ends_at = await manager.store.leases.ends_at(keys, 1)
+            return ends_at is not None and ends_at > first
+
+        await eventually(renewed, "the sidecar renewed the lease")
+        sidecar.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(sidecar.communicate(), timeout=10)
+    finally:
+        if sidecar.returncode is None:
+            sidecar.kill()
+            await sidecar.wait()
+    assert sidecar.returncode == 0, err.decode()
+    assert out.decode().splitlines()[-1] == "pod 1 left: its lease ended, it is drained"
+    pod = {p.index: p for p in await manager.pods(KEY)}[1]
+    assert pod.state is PodState.DRAINING
