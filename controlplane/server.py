@@ -194,8 +194,10 @@ class Server:
                 namespace=config.namespace, name=config.name, settings=config.settings
             )
             await self.manager.register_service(service)
-            for pod in config.pods:
-                await self.manager.upsert_pod(service.key, pod.to_pod())
+            # At once: a pod's name may take up to the resolver's timeout to answer.
+            await asyncio.gather(
+                *(self.manager.upsert_pod(service.key, pod.to_pod()) for pod in config.pods)
+            )
 
     def _warn_if_exposed(self) -> None:
         """Say so once when a listener beyond loopback has no protection of its own."""
