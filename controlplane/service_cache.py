@@ -109,7 +109,7 @@ class ServiceCache:
         loading = self._loading.get(key)
         if loading is None:
             loading = self._loading[key] = asyncio.ensure_future(self._load(key, cached))
-            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+            loading.add_done_callback(lambda done: self._loaded(key, done))
         try:
             return await asyncio.shield(loading)
         except RedisError:
@@ -168,6 +168,13 @@ class ServiceCache:
     def _tell_subscribers(self, key: ServiceKey) -> None:
         for subscriber in self._subscribers:
             subscriber(key)
+
+    def _loaded(self, key: ServiceKey, done: asyncio.Task[CachedService]) -> None:
+        self._loading.pop(key, None)
+        # Its callers may all have been cancelled (a loop stopping): the error is theirs to
+        # see, not asyncio's "exception was never retrieved".
+        if not done.cancelled():
+            done.exception()
 
     async def _load(self, key: ServiceKey, previous: CachedService | None) -> CachedService:
         service = await self._store.registry.get_service(key)
