@@ -7,7 +7,6 @@ default ports. The token comes from the environment, which compose prefers to a 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -101,14 +100,3 @@ def docker(*args: str, timeout_s: float = 60) -> str:
     )
     assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
     return done.stdout
-
-
-def taken_subnets() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The subnets of the engine's networks: compose cannot create one that overlaps."""
-    ids = docker("network", "ls", "--quiet").split()
-    return [
-        ipaddress.ip_network(config["Subnet"])
-        for network in json.loads(docker("network", "inspect", *ids))
-        for config in (network.get("IPAM") or {}).get("Config") or []
-        if config.get("Subnet")
-    ]

@@ -14,7 +14,6 @@ the module takes a few minutes.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import secrets
 import time
@@ -33,7 +32,7 @@ from controlplane.xds.naming import cluster_name, placement_route_name
 from controlplane.xds.scopes import user_key
 from tests.compose.base_images import CannotBuild, ensure_base_images
 from tests.compose.engine import Unavailable, compose_v2, docker_engine
-from tests.compose.project import ComposeProject, docker, taken_subnets
+from tests.compose.project import ComposeProject, docker
 from tests.support.waiting import eventually, wait_until
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]
@@ -70,16 +69,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         pytest.skip(str(why))
 
 
-def refuse_a_taken_subnet(project: ComposeProject) -> None:
-    """Compose cannot create the stack's network where its fixed subnet is in use."""
-    taken = taken_subnets()
-    for network in project.config()["networks"].values():
-        for config in (network.get("ipam") or {}).get("config") or []:
-            subnet = ipaddress.ip_network(config["subnet"])
-            if any(subnet.overlaps(other) for other in taken):
-                pytest.skip(f"the stack's subnet {subnet} is taken on this engine")
-
-
 @pytest.fixture(scope="module")
 def stack(engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
@@ -90,7 +79,6 @@ def stack(engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
     project = ComposeProject(
         engine, f"stateful-route-test-{secrets.token_hex(4)}", workdir, secrets.token_hex(16)
     )
-    refuse_a_taken_subnet(project)
     try:
         up = project.run("up", "--build", "--detach", "--wait", "--wait-timeout", "180",
                          timeout_s=900)  # fmt: skip
