@@ -171,8 +171,12 @@ class EnvoyProcess:
         start_timeout_s: float = 15.0,
         stop_timeout_s: float = 5.0,
         extra_args: Sequence[str] = (),
+        command_prefix: Sequence[str] = (),
     ) -> None:
         self.config = config
+        # Envoy runs through this command, which must exec it in place (kept PID), e.g.
+        # ("ip", "netns", "exec", "<namespace>") for a fleet test's separate hosts.
+        self.command_prefix = tuple(command_prefix)
         # More command-line flags, e.g. ("--concurrency", "1") for a benchmark.
         self.extra_args = tuple(extra_args)
         self.log_level = log_level
@@ -218,6 +222,7 @@ class EnvoyProcess:
         self.admin_url = ""
         return subprocess.Popen(
             [
+                *self.command_prefix,
                 self.binary,
                 "-c", str(config_path),
                 "--use-dynamic-base-id",
