@@ -1,0 +1,435 @@
+"""A stateful-route fleet on separate hosts (network namespaces), for the fleet tests and bench.
+
+Hosts and what runs on each (every process started with ``ip netns exec``, in its own
+session, stopped by PID):
+
+- ``redis``: Redis;
+- ``gw1``, ``gw2``: an Envoy and a control-plane replica beside it. The replica follows its
+  own Envoy's outlier event log and polls its own Envoy's admin API (the sidecar signals);
+- ``gw3``: an Envoy alone, whose xDS stream goes to a replica on another host. It writes no
+  event log: no replica can read what it sees;
+- ``pod0`` ... ``podN``: one demo pod each, registered by address.
+
+Each host has its own working directory: no Envoy and control plane share one but a sidecar
+pair's event log. Every Envoy's xDS cluster lists the replicas by priority (its own first),
+with a TCP health check, so it reconnects to the other one when its replica dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from controlplane.runtime.demo_pod import TOKEN_ENV
+from controlplane.runtime.envoy import XDS_CLUSTER, EnvoyProcess, bundled_bootstrap, load_bootstrap
+from controlplane.runtime.redis_server import find_redis_binary
+from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, ManagedProcess
+from tests.support.fleet.network import Host, Network
+
+# Every host has its own addresses: the same well-known ports on each.
+REDIS_PORT = 6379
+ADMIN_PORT = 9901
+ENVOY_ADMIN_PORT = 9902
+XDS_REST_PORT = 18000
+XDS_GRPC_PORT = 18001
+PROXY_PORT = 10000
+POD_PORT = 8080
+SERVICE_PATH = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
+
+
+@dataclass
+class FleetConfig:
+    pods: int = 4
+    token: str = field(default_factory=lambda: os.urandom(16).hex())
+    leader_lease_s: float = 1.5
+    health_interval_s: float = 1.0
+    # The sidecar replicas follow their Envoy's outlier event log (the baseline signal).
+    log_tail: bool = True
+
+
+@dataclass
+class Replica:
+    host: Host
+    process: ManagedProcess
+    envoy_log: Path | None  # the sidecar Envoy's outlier event log it follows
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host.address}:{ADMIN_PORT}"
+
+
+@dataclass
+class Gateway:
+    host: Host
+    envoy: EnvoyProcess
+    replicas: tuple[str, ...]  # the replicas its xDS cluster lists, by priority
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://{self.host.address}:{PROXY_PORT}"
+
+    @property
+    def node_id(self) -> str:
+        return self.host.name
+
+
+@dataclass
+class Pod:
+    host: Host
+    process: ManagedProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host.address}:{POD_PORT}"
+
+
+class Fleet:
+    """Start with ``start()``, stop with ``stop()`` (also after a failed start)."""
+
+    def __init__(self, config: FleetConfig | None = None) -> None:
+        self.config = config or FleetConfig()
+        self.network = Network()
+        self.workdir = Path(tempfile.mkdtemp(prefix="stateful-route-fleet-"))
+        self.redis: ManagedProcess | None = None
+        self.replicas: dict[str, Replica] = {}
+        self.gateways: dict[str, Gateway] = {}
+        self.pods: dict[int, Pod] = {}
+        self.http: aiohttp.ClientSession | None = None
+
+    # -- whole fleet ------------------------------------------------------------------------
+
+    async def start(self) -> Fleet:
+        try:
+            await asyncio.to_thread(self.network.open)
+            names = ["redis", "gw1", "gw2", "gw3", *(f"pod{i}" for i in range(self.config.pods))]
+            await asyncio.to_thread(lambda: [self.host(name) for name in names])
+            self.http = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.config.token}"},
+                connector=aiohttp.TCPConnector(limit=128),
+            )
+            await self.start_redis()
+            # Pods listen before a replica registers them and the leader checks them.
+            await asyncio.gather(*(self.start_pod(i) for i in range(self.config.pods)))
+            await asyncio.gather(self.start_replica("gw1"), self.start_replica("gw2"))
+            await asyncio.gather(
+                self.add_gateway("gw1", ("gw1", "gw2")),
+                self.add_gateway("gw2", ("gw2", "gw1")),
+                self.add_gateway("gw3", ("gw1", "gw2")),
+            )
+            await self.wait_until_pods_healthy()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Stop every process by PID, Envoys first, then delete hosts, links and files."""
+        try:
+            for gateway in self.gateways.values():
+                await gateway.envoy.close()
+            for pod in self.pods.values():
+                await pod.process.stop()
+            for replica in self.replicas.values():
+                await replica.process.stop()
+            if self.redis is not None:
+                await self.redis.stop()
+        finally:
+            if self.http is not None:
+                await self.http.close()
+            await asyncio.to_thread(self.network.close)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def host(self, name: str) -> Host:
+        """The host ``name``, made on first use, with its own working directory."""
+        found = self.network.hosts.get(name) or self.network.add_host(name)
+        (self.workdir / name).mkdir(exist_ok=True)
+        return found
+
+    def _process(self, host: Host, role: str, args: Sequence[str]) -> ManagedProcess:
+        env = {**os.environ, TOKEN_ENV: self.config.token}
+        log = self.workdir / host.name / f"{role}.log"
+        return ManagedProcess(f"{role}@{host.name}", host.command(*args), log, env)
+
+    # -- parts ------------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.network.hosts['redis'].address}:{REDIS_PORT}/0"
+
+    async def start_redis(self) -> None:
+        host = self.network.hosts["redis"]
+        args = [
+            find_redis_binary(), "--port", str(REDIS_PORT), "--bind", host.address,
+            "--save", "", "--appendonly", "no", "--dir", str(self.workdir / "redis"),
+        ]  # fmt: skip
+        self.redis = self._process(host, "redis", args)
+        self.redis.start()
+        await self._until_listening(self.redis, host.address, REDIS_PORT)
+
+    async def start_pod(self, index: int) -> None:
+        host = self.network.hosts[f"pod{index}"]
+        # No load reports: a pod pinned to one replica would lose them when that one is killed.
+        args = [
+            sys.executable, "-m", "controlplane.runtime.demo_pod", "--index", str(index),
+            "--host", host.address, "--port", str(POD_PORT),
+        ]  # fmt: skip
+        pod = self.pods[index] = Pod(host, self._process(host, "pod", args))
+        pod.process.start()
+        await self._until_answering(pod.process, pod.url + "/health")
+
+    def replica_settings(self, host: Host, envoy_log: Path | None) -> dict[str, Any]:
+        pods = [
+            {"index": i, "host": self.network.hosts[f"pod{i}"].address, "port": POD_PORT}
+            for i in range(self.config.pods)
+        ]
+        signals: dict[str, Any] = {}
+        if envoy_log is not None:
+            signals["outlier_event_log"] = str(envoy_log)
+            signals["envoy_admin_urls"] = [f"http://{host.address}:{ENVOY_ADMIN_PORT}"]
+        return {
+            "redis": {"url": self.redis_url},
+            "listen": {
+                "host": host.address,
+                "admin_port": ADMIN_PORT,
+                "xds_rest_port": XDS_REST_PORT,
+                "xds_grpc_port": XDS_GRPC_PORT,
+            },
+            "admin": {"token": self.config.token},
+            "xds": {"default_group": {"listener_address": "0.0.0.0", "listener_port": PROXY_PORT}},
+            "upkeep": {"leader_lease_s": self.config.leader_lease_s},
+            "signals": signals,
+            "services": [
+                {
+                    "namespace": NAMESPACE,
+                    "name": SERVICE,
+                    "settings": {
+                        "uid_header": UID_HEADER,
+                        "domains": ["*"],
+                        "health_check": {
+                            "interval_s": self.config.health_interval_s,
+                            "timeout_s": 2.0,
+                            "unhealthy_threshold": 3,
+                            "healthy_threshold": 2,
+                        },
+                        "envoy": {
+                            "outlier_detection": {
+                                "consecutive_5xx": 3,
+                                "consecutive_gateway_failure": 3,
+                                "interval_s": 1.0,
+                                "base_ejection_time_s": 10.0,
+                                "max_ejection_percent": 100,
+                            }
+                        },
+                    },
+                    "pods": pods,
+                }
+            ],
+        }
+
+    def _envoy_log(self, name: str) -> Path | None:
+        """The outlier event log a sidecar pair on ``name`` shares, or None (not sharing)."""
+        if not self.config.log_tail or name == "gw3":
+            return None
+        return self.workdir / name / "envoy-outlier-events.log"
+
+    async def start_replica(self, name: str) -> Replica:
+        """The control-plane replica on host ``name`` (again, after a kill)."""
+        host = self.network.hosts[name]
+        envoy_log = self._envoy_log(name)
+        config = self.workdir / name / "controlplane.yaml"
+        config.write_text(yaml.safe_dump(self.replica_settings(host, envoy_log), sort_keys=False))
+        args = [sys.executable, "-m", "controlplane.cli", "serve", "--config", str(config)]
+        replica = Replica(host, self._process(host, "controlplane", args), envoy_log)
+        self.replicas[name] = replica
+        replica.process.start()
+        await self._until_answering(replica.process, replica.url + "/healthz")
+        return replica
+
+    def envoy_bootstrap(self, name: str, replicas: Sequence[str]) -> dict[str, Any]:
+        host = self.network.hosts[name]
+        config = load_bootstrap(
+            bundled_bootstrap("ads"), xds_port=XDS_GRPC_PORT, node_id=name, node_cluster="default"
+        )
+        config["admin"]["address"]["socket_address"].update(
+            address=host.address, port_value=ENVOY_ADMIN_PORT
+        )
+        [xds] = [c for c in config["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER]
+        xds["load_assignment"]["endpoints"] = [
+            {
+                "priority": priority,
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {
+                                "socket_address": {
+                                    "address": self.network.hosts[replica].address,
+                                    "port_value": XDS_GRPC_PORT,
+                                }
+                            }
+                        }
+                    }
+                ],
+            }
+            for priority, replica in enumerate(replicas)
+        ]
+        # A dead replica leaves its priority within a second: the stream goes to the next.
+        xds["health_checks"] = [
+            {
+                "timeout": "0.5s",
+                "interval": "0.25s",
+                "no_traffic_interval": "0.25s",  # a stream counts as no traffic: 60 s else
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "tcp_health_check": {},
+            }
+        ]
+        log = self._envoy_log(name)
+        if log is not None:
+            config.setdefault("cluster_manager", {})["outlier_detection"] = {
+                "event_log_path": str(log)
+            }
+        return config
+
+    async def add_gateway(self, name: str, replicas: Sequence[str]) -> Gateway:
+        """An Envoy on host ``name`` (made if new) whose xDS goes to ``replicas`` in order."""
+        host = await asyncio.to_thread(self.host, name)
+        envoy = EnvoyProcess(
+            self.envoy_bootstrap(name, replicas),
+            command_prefix=host.command(),
+            extra_args=("--concurrency", "1"),
+        )
+        gateway = self.gateways[name] = Gateway(host, envoy, tuple(replicas))
+        await envoy.start()
+        await self.wait_until_routing(gateway)
+        return gateway
+
+    async def remove_gateway(self, name: str) -> None:
+        """Stop the gateway's Envoy (and its replica, if any) and delete its host."""
+        gateway = self.gateways.pop(name)
+        await gateway.envoy.close()
+        replica = self.replicas.pop(name, None)
+        if replica is not None:
+            await replica.process.stop()
+        await asyncio.to_thread(self.network.remove_host, name)
+
+    # -- asking -----------------------------------------------------------------------------
+
+    async def ask(self, gateway: str, uid: str) -> dict[str, Any]:
+        """One request of ``uid`` through the gateway's Envoy: the pod's answer, or the
+        failure as ``{"status": ...}``."""
+        assert self.http is not None
+        url = self.gateways[gateway].proxy_url + "/"
+        async with self.http.get(url, headers={UID_HEADER: uid}) as response:
+            if response.status != 200:
+                return {"status": response.status, "body": await response.text()}
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+    async def admin(self, replica: str, method: str, path: str, body: object = None) -> Any:
+        assert self.http is not None
+        url = self.replicas[replica].url + path
+        async with self.http.request(method, url, json=body) as response:
+            assert response.status < 300, await response.text()
+            return await response.json()
+
+    async def any_admin(self, method: str, path: str, body: object = None) -> Any:
+        """The call on the first replica that answers."""
+        errors: list[BaseException] = []
+        for name, replica in self.replicas.items():
+            if replica.process.running:
+                try:
+                    return await self.admin(name, method, path, body)
+                except aiohttp.ClientError as exc:
+                    errors.append(exc)
+        raise RuntimeError(f"no replica answered {method} {path}: {errors}")
+
+    async def leader(self) -> str | None:
+        """The replica that holds the leader lease now, if one answers so."""
+        for name, replica in self.replicas.items():
+            if not replica.process.running:
+                continue
+            try:
+                if (await self.admin(name, "GET", "/healthz"))["leader"]:
+                    return name
+            except aiohttp.ClientError:
+                continue
+        return None
+
+    async def pods_state(self) -> dict[int, dict[str, Any]]:
+        return {p["pod_index"]: p for p in await self.any_admin("GET", f"{SERVICE_PATH}/pods")}
+
+    async def attached(self, replica: str) -> set[str]:
+        """The node ids of the Envoys whose xDS stream is on ``replica``."""
+        envoys = await self.admin(replica, "GET", "/api/v1/envoys")
+        return {envoy["node_id"] for envoy in envoys}
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    async def wait_until_routing(self, gateway: Gateway, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if "pod" in await self.ask(gateway.host.name, "fleet-probe"):
+                    return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{gateway.node_id} did not route: {gateway.envoy.log_tail()}")
+            await asyncio.sleep(0.1)
+
+    async def wait_until_pods_healthy(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        states: dict[int, str] = {}
+        while True:
+            states = {i: p["state"] for i, p in (await self.pods_state()).items()}
+            if list(states.values()).count("healthy") == self.config.pods:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pods not all healthy within {timeout_s}s: {states}")
+            await asyncio.sleep(0.1)
+
+    async def _until_answering(
+        self, process: ManagedProcess, url: str, timeout_s: float = 20.0
+    ) -> None:
+        assert self.http is not None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not process.running:
+                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+            try:
+                async with self.http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{process.name} did not answer:\n{process.log_tail()}")
+            await asyncio.sleep(0.05)
+
+    async def _until_listening(
+        self, process: ManagedProcess, address: str, port: int, timeout_s: float = 10.0
+    ) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not process.running:
+                raise RuntimeError(f"{process.name} exited:\n{process.log_tail()}")
+            try:
+                _, writer = await asyncio.open_connection(address, port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{process.name} did not listen") from None
+                await asyncio.sleep(0.05)
