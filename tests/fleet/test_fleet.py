@@ -87,6 +87,31 @@ async def test_a_killed_pod_is_left_by_every_envoy_and_its_users_move_once(fleet
     assert [(e["pod"], e["affected_users"]) for e in failures] == [(failed, on_failed)]
 
 
+async def test_a_pod_failure_only_the_third_envoy_sees_reaches_the_control_plane(
+    fleet: Fleet,
+) -> None:
+    """gw3 writes no log any replica reads: its load reports carry what it sees."""
+    placed = await place(fleet, [f"remote-victim-{i}" for i in range(40)])
+    failed = placed["remote-victim-0"]
+    victims = [uid for uid, pod in placed.items() if pod == failed]
+    await eventually(lambda: routed_by_every_envoy(fleet, victims), "victims' scopes everywhere")
+    fleet.pods[failed].process.kill()
+    killed = time.monotonic()
+
+    async def failed_and_left() -> bool:
+        await asyncio.gather(*(fleet.ask("gw3", uid) for uid in victims))
+        pod = (await fleet.pods_state())[failed]
+        return pod["state"] not in ("healthy", "suspect") and pod["bound_users"] == 0
+
+    await eventually(failed_and_left, "the pod failed and its users moved", within_s=15)
+    took = time.monotonic() - killed
+    reason = (await fleet.pods_state())[failed]["reason"]
+    print(f"\npod kill -9 seen by gw3 alone: failed and users moved {took:.2f}s on ({reason})")
+    assert reason.startswith("envoy load reports")
+    for gateway in GATEWAYS:
+        assert not await serving_in(fleet, gateway, failed), gateway
+
+
 async def kill_replica_under_load(fleet: Fleet, victim: str, prefix: str) -> Load:
     """Kill -9 replica ``victim`` while bound users ask through every gateway; the load once
     the survivor leads and holds every Envoy's stream, and more rounds went through."""

@@ -4,10 +4,14 @@ Hosts and what runs on each (every process started with ``ip netns exec``, in it
 session, stopped by PID):
 
 - ``redis``: Redis;
-- ``gw1``, ``gw2``: an Envoy and a control-plane replica beside it. The replica follows its
-  own Envoy's outlier event log and polls its own Envoy's admin API (the sidecar signals);
+- ``gw1``, ``gw2``: an Envoy and a control-plane replica beside it. With ``log_tail`` the
+  replica follows its own Envoy's outlier event log and polls its own Envoy's admin API (the
+  sidecar signals);
 - ``gw3``: an Envoy alone, whose xDS stream goes to a replica on another host. It writes no
   event log: no replica can read what it sees;
+
+With ``network_signals`` every Envoy sends load reports (LRS) to the replica it is attached
+to, and names its admin API in its node metadata for the replicas to poll.
 - ``pod0`` ... ``podN``: one demo pod each, registered by address.
 
 Each host has its own working directory: no Envoy and control plane share one but a sidecar
@@ -35,6 +39,7 @@ from controlplane.runtime.demo_pod import TOKEN_ENV
 from controlplane.runtime.envoy import XDS_CLUSTER, EnvoyProcess, bundled_bootstrap, load_bootstrap
 from controlplane.runtime.redis_server import find_redis_binary
 from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, ManagedProcess
+from controlplane.xds.protocol import ADMIN_URL_METADATA
 from tests.support.fleet.network import Host, Network
 
 # Every host has its own addresses: the same well-known ports on each.
@@ -54,8 +59,11 @@ class FleetConfig:
     token: str = field(default_factory=lambda: os.urandom(16).hex())
     leader_lease_s: float = 1.5
     health_interval_s: float = 1.0
-    # The sidecar replicas follow their Envoy's outlier event log (the baseline signal).
+    # The sidecar replicas follow their Envoy's outlier event log and poll its admin API.
     log_tail: bool = True
+    # Load reports from every Envoy, and the admin APIs Envoys name, polled.
+    network_signals: bool = True
+    load_report_interval_s: float = 0.2
 
 
 @dataclass
@@ -193,7 +201,11 @@ class Fleet:
             {"index": i, "host": self.network.hosts[f"pod{i}"].address, "port": POD_PORT}
             for i in range(self.config.pods)
         ]
-        signals: dict[str, Any] = {}
+        signals: dict[str, Any] = {
+            "load_reports": self.config.network_signals,
+            "load_report_interval_s": self.config.load_report_interval_s,
+            "poll_discovered_envoys": self.config.network_signals,
+        }
         if envoy_log is not None:
             signals["outlier_event_log"] = str(envoy_log)
             signals["envoy_admin_urls"] = [f"http://{host.address}:{ENVOY_ADMIN_PORT}"]
@@ -264,6 +276,12 @@ class Fleet:
         config["admin"]["address"]["socket_address"].update(
             address=host.address, port_value=ENVOY_ADMIN_PORT
         )
+        if self.config.network_signals:
+            config["node"].setdefault("metadata", {})[ADMIN_URL_METADATA] = (
+                f"http://{host.address}:{ENVOY_ADMIN_PORT}"
+            )
+        else:
+            config.get("cluster_manager", {}).pop("load_stats_config", None)
         [xds] = [c for c in config["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER]
         xds["load_assignment"]["endpoints"] = [
             {
