@@ -6,7 +6,8 @@
 
 Writes bench/results/latest.json (or --out), then docs/benchmarks.md and its plots from it
 (``python -m bench.report`` does that part alone). Loopback only; every scenario is bounded in
-time and requests. The data path needs ``wrk`` (Debian: apt-get install -y wrk).
+time and requests. The data path needs ``wrk`` (Debian: apt-get install -y wrk); the fleet
+failover needs root and iproute2 (network namespaces).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench import (
     churn,
     data_path,
     failover,
+    fleet_failover,
     miss_path,
     redis_topologies,
     route_manager,
@@ -53,6 +55,7 @@ def plan(quick: bool) -> Plan:
             "xds_convergence": lambda: xds_convergence.run(50, 10, 8),
             "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 1.0, 16),
             "failover": lambda: failover.run(200),
+            "fleet_failover": lambda: fleet_failover.run(40, 2),
             "scale": lambda: scale.run(20_000, 1000),
             "redis": lambda: route_manager.scenario(5000, 256),
             "binding_memory": lambda: binding_memory.scenario(20_000),
@@ -64,6 +67,7 @@ def plan(quick: bool) -> Plan:
         "xds_convergence": lambda: xds_convergence.run(200, 10, 50),
         "discovery_rate": lambda: asyncio.to_thread(xds_rest_throughput.run, 5.0, 16),
         "failover": lambda: failover.run(10_000),
+        "fleet_failover": lambda: fleet_failover.run(60, 3),
         "scale": lambda: scale.run(100_000, 1000),
         "redis": lambda: route_manager.scenario(30_000, 256),
         "binding_memory": lambda: binding_memory.scenario(100_000),
