@@ -40,11 +40,20 @@ def unavailable_reason() -> str | None:
         return "network namespaces need root (ip netns add)"
     if shutil.which("ip") is None:
         return "no 'ip' command (iproute2)"
+    # Everything a Network makes, once: a container may allow namespaces but not veth pairs.
     probe = f"sr{os.getpid()}-probe"
-    result = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
-    if result.returncode != 0:
-        return f"ip netns add failed: {result.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    steps = [
+        ["netns", "add", probe],
+        ["-n", probe, "link", "add", "br0", "type", "bridge"],
+        ["link", "add", f"sr{os.getpid()}pr", "type", "veth", "peer", "name", "p", "netns", probe],
+    ]
+    try:
+        for step in steps:
+            result = subprocess.run(["ip", *step], capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                return f"ip {' '.join(step)} failed: {result.stderr.strip()}"
+    finally:
+        _ip("netns", "del", probe, check=False)  # the veth pair goes with it
     return None
 
 
