@@ -87,6 +87,38 @@ async def test_a_killed_pod_is_left_by_every_envoy_and_its_users_move_once(fleet
     assert [(e["pod"], e["affected_users"]) for e in failures] == [(failed, on_failed)]
 
 
+async def test_a_pod_restarted_at_a_new_address_keeps_its_index_and_users(fleet: Fleet) -> None:
+    placed = await place(fleet, [f"rescheduled-{i}" for i in range(40)])
+    index = placed["rescheduled-0"]
+    its_users = [uid for uid, pod in placed.items() if pod == index]
+    await eventually(lambda: routed_by_every_envoy(fleet, its_users), "its users' scopes")
+    history = await fleet.any_admin("GET", f"{SERVICE_PATH}/failovers")
+    old = fleet.pods[index]
+
+    new = await fleet.reschedule_pod(index)  # a new process, a new address, the same name
+    assert new.host.address != old.host.address
+    renamed = time.monotonic()
+
+    async def every_envoy_sends_there() -> bool:
+        pod = (await fleet.pods_state())[index]
+        if not pod["address"].startswith(f"{new.host.address}:"):
+            return False
+        return all([await serving_in(fleet, gateway, index) for gateway in GATEWAYS])
+
+    await eventually(every_envoy_sends_there, "every Envoy has its new address", 10)
+    took = time.monotonic() - renamed
+    print(f"\npod {index} at a new address: every Envoy sends there {took:.2f}s on")
+    await fleet.stop_pod(old)  # the old process goes: nothing of the pod depends on it
+
+    for gateway in GATEWAYS:
+        answers = await asyncio.gather(*(fleet.ask(gateway, uid) for uid in its_users))
+        assert {a.get("pod") for a in answers} == {index}, answers
+    for uid in its_users:  # bound to the index, not the address: nobody moved
+        assert (await fleet.any_admin("GET", f"{SERVICE_PATH}/users/{uid}"))["pod"] == index
+    events = await fleet.any_admin("GET", f"{SERVICE_PATH}/failovers")
+    assert events[: len(events) - len(history)] == []
+
+
 async def test_a_pod_failure_only_the_third_envoy_sees_reaches_the_control_plane(
     fleet: Fleet,
 ) -> None:

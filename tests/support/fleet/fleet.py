@@ -9,10 +9,13 @@ session, stopped by PID):
   sidecar signals);
 - ``gw3``: an Envoy alone, whose xDS stream goes to a replica on another host. It writes no
   event log: no replica can read what it sees;
+- ``pod0`` ... ``podN``: one demo pod each, registered by name (``pod-<i>``, the index its
+  ordinal). The replicas resolve the names through their host's own /etc/hosts: ``ip netns
+  exec`` mounts ``/etc/netns/<namespace>/hosts`` over /etc/hosts in a mount namespace of its
+  own, and a pod that moves is re-pointed there (``publish_pod_names``).
 
 With ``network_signals`` every Envoy sends load reports (LRS) to the replica it is attached
 to, and names its admin API in its node metadata for the replicas to poll.
-- ``pod0`` ... ``podN``: one demo pod each, registered by address.
 
 Each host has its own working directory: no Envoy and control plane share one but a sidecar
 pair's event log. Every Envoy's xDS cluster lists the replicas by priority (its own first),
@@ -50,6 +53,9 @@ XDS_REST_PORT = 18000
 XDS_GRPC_PORT = 18001
 PROXY_PORT = 10000
 POD_PORT = 8080
+REPLICA_HOSTS = ("gw1", "gw2")
+# How often the leader resolves the pods' names again: a rescheduled pod is found this fast.
+RESOLVE_EVERY_S = 0.5
 SERVICE_PATH = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
 
 
@@ -113,6 +119,8 @@ class Fleet:
         self.replicas: dict[str, Replica] = {}
         self.gateways: dict[str, Gateway] = {}
         self.pods: dict[int, Pod] = {}
+        self._reschedules = 0
+        self._pod_processes: list[ManagedProcess] = []
         self.http: aiohttp.ClientSession | None = None
 
     # -- whole fleet ------------------------------------------------------------------------
@@ -129,6 +137,7 @@ class Fleet:
             await self.start_redis()
             # Pods listen before a replica registers them and the leader checks them.
             await asyncio.gather(*(self.start_pod(i) for i in range(self.config.pods)))
+            await asyncio.to_thread(self.publish_pod_names)  # before the replicas start
             await asyncio.gather(self.start_replica("gw1"), self.start_replica("gw2"))
             await asyncio.gather(
                 self.add_gateway("gw1", ("gw1", "gw2")),
@@ -146,8 +155,8 @@ class Fleet:
         try:
             for gateway in self.gateways.values():
                 await gateway.envoy.close()
-            for pod in self.pods.values():
-                await pod.process.stop()
+            for process in self._pod_processes:  # rescheduled ones' old processes too
+                await process.stop()
             for replica in self.replicas.values():
                 await replica.process.stop()
             if self.redis is not None:
@@ -185,22 +194,42 @@ class Fleet:
         self.redis.start()
         await self._until_listening(self.redis, host.address, REDIS_PORT)
 
-    async def start_pod(self, index: int) -> None:
-        host = self.network.hosts[f"pod{index}"]
+    async def start_pod(self, index: int, host: Host | None = None) -> Pod:
+        """Pod ``index`` on its host (or on ``host``: a pod rescheduled elsewhere)."""
+        host = host or self.network.hosts[f"pod{index}"]
         # No load reports: a pod pinned to one replica would lose them when that one is killed.
         args = [
             sys.executable, "-m", "controlplane.runtime.demo_pod", "--index", str(index),
             "--host", host.address, "--port", str(POD_PORT),
         ]  # fmt: skip
         pod = self.pods[index] = Pod(host, self._process(host, "pod", args))
+        self._pod_processes.append(pod.process)
         pod.process.start()
         await self._until_answering(pod.process, pod.url + "/health")
+        return pod
+
+    def publish_pod_names(self) -> None:
+        """Every replica host's /etc/hosts names each pod (``pod-<i>``) at its address now."""
+        names = {f"pod-{i}": pod.host.address for i, pod in self.pods.items()}
+        for name in REPLICA_HOSTS:
+            self.network.hosts[name].write_hosts(names)
+
+    async def reschedule_pod(self, index: int) -> Pod:
+        """Pod ``index`` started again on a new host (a new address) under its name, as an
+        orchestrator rolls it; the old process is left running (``stop_pod`` it)."""
+        self._reschedules += 1
+        host = await asyncio.to_thread(self.host, f"pod{index}r{self._reschedules}")
+        pod = await self.start_pod(index, host)
+        await asyncio.to_thread(self.publish_pod_names)
+        return pod
+
+    async def stop_pod(self, pod: Pod) -> None:
+        """Stop a pod's process (SIGTERM) and delete its host."""
+        await pod.process.stop()
+        await asyncio.to_thread(self.network.remove_host, pod.host.name)
 
     def replica_settings(self, host: Host, envoy_log: Path | None) -> dict[str, Any]:
-        pods = [
-            {"index": i, "host": self.network.hosts[f"pod{i}"].address, "port": POD_PORT}
-            for i in range(self.config.pods)
-        ]
+        pods = [{"name": f"pod-{i}", "port": POD_PORT} for i in range(self.config.pods)]
         signals: dict[str, Any] = {
             "load_reports": self.config.network_signals,
             "load_report_interval_s": self.config.load_report_interval_s,
@@ -220,6 +249,7 @@ class Fleet:
             "admin": {"token": self.config.token},
             "xds": {"default_group": {"listener_address": "0.0.0.0", "listener_port": PROXY_PORT}},
             "upkeep": {"leader_lease_s": self.config.leader_lease_s},
+            "discovery": {"resolve_every_s": RESOLVE_EVERY_S},
             "signals": signals,
             "services": [
                 {
