@@ -15,7 +15,7 @@ import pytest
 
 from tests.fleet.traffic import Load, place, routed_by_every_envoy, serving_in
 from tests.support.fleet import Fleet
-from tests.support.fleet.fleet import SERVICE_PATH
+from tests.support.fleet.configs import SERVICE_PATH
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.fleet, pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]

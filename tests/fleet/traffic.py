@@ -13,7 +13,7 @@ import aiohttp
 from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER
 from controlplane.xds.scopes import user_key
 from tests.support.fleet import Fleet
-from tests.support.fleet.fleet import POD_PORT
+from tests.support.fleet.configs import POD_PORT
 
 
 async def place(fleet: Fleet, uids: list[str], *gateways: str) -> dict[str, int]:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,37 +39,21 @@ import aiohttp
 import yaml
 
 from controlplane.runtime.demo_pod import TOKEN_ENV
-from controlplane.runtime.envoy import XDS_CLUSTER, EnvoyProcess, bundled_bootstrap, load_bootstrap
+from controlplane.runtime.envoy import EnvoyProcess
 from controlplane.runtime.redis_server import find_redis_binary
-from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, ManagedProcess
-from controlplane.xds.protocol import ADMIN_URL_METADATA
+from controlplane.runtime.stack import UID_HEADER, ManagedProcess
+from tests.support.fleet.configs import (
+    ADMIN_PORT,
+    POD_PORT,
+    PROXY_PORT,
+    REDIS_PORT,
+    REPLICA_HOSTS,
+    SERVICE_PATH,
+    FleetConfig,
+    envoy_bootstrap,
+    replica_settings,
+)
 from tests.support.fleet.network import Host, Network
-
-# Every host has its own addresses: the same well-known ports on each.
-REDIS_PORT = 6379
-ADMIN_PORT = 9901
-ENVOY_ADMIN_PORT = 9902
-XDS_REST_PORT = 18000
-XDS_GRPC_PORT = 18001
-PROXY_PORT = 10000
-POD_PORT = 8080
-REPLICA_HOSTS = ("gw1", "gw2")
-# How often the leader resolves the pods' names again: a rescheduled pod is found this fast.
-RESOLVE_EVERY_S = 0.5
-SERVICE_PATH = f"/api/v1/services/{NAMESPACE}/{SERVICE}"
-
-
-@dataclass
-class FleetConfig:
-    pods: int = 4
-    token: str = field(default_factory=lambda: os.urandom(16).hex())
-    leader_lease_s: float = 1.5
-    health_interval_s: float = 1.0
-    # The sidecar replicas follow their Envoy's outlier event log and poll its admin API.
-    log_tail: bool = True
-    # Load reports from every Envoy, and the admin APIs Envoys name, polled.
-    network_signals: bool = True
-    load_report_interval_s: float = 0.2
 
 
 @dataclass
@@ -228,57 +212,6 @@ class Fleet:
         await pod.process.stop()
         await asyncio.to_thread(self.network.remove_host, pod.host.name)
 
-    def replica_settings(self, host: Host, envoy_log: Path | None) -> dict[str, Any]:
-        pods = [{"name": f"pod-{i}", "port": POD_PORT} for i in range(self.config.pods)]
-        signals: dict[str, Any] = {
-            "load_reports": self.config.network_signals,
-            "load_report_interval_s": self.config.load_report_interval_s,
-            "poll_discovered_envoys": self.config.network_signals,
-        }
-        if envoy_log is not None:
-            signals["outlier_event_log"] = str(envoy_log)
-            signals["envoy_admin_urls"] = [f"http://{host.address}:{ENVOY_ADMIN_PORT}"]
-        return {
-            "redis": {"url": self.redis_url},
-            "listen": {
-                "host": host.address,
-                "admin_port": ADMIN_PORT,
-                "xds_rest_port": XDS_REST_PORT,
-                "xds_grpc_port": XDS_GRPC_PORT,
-            },
-            "admin": {"token": self.config.token},
-            "xds": {"default_group": {"listener_address": "0.0.0.0", "listener_port": PROXY_PORT}},
-            "upkeep": {"leader_lease_s": self.config.leader_lease_s},
-            "discovery": {"resolve_every_s": RESOLVE_EVERY_S},
-            "signals": signals,
-            "services": [
-                {
-                    "namespace": NAMESPACE,
-                    "name": SERVICE,
-                    "settings": {
-                        "uid_header": UID_HEADER,
-                        "domains": ["*"],
-                        "health_check": {
-                            "interval_s": self.config.health_interval_s,
-                            "timeout_s": 2.0,
-                            "unhealthy_threshold": 3,
-                            "healthy_threshold": 2,
-                        },
-                        "envoy": {
-                            "outlier_detection": {
-                                "consecutive_5xx": 3,
-                                "consecutive_gateway_failure": 3,
-                                "interval_s": 1.0,
-                                "base_ejection_time_s": 10.0,
-                                "max_ejection_percent": 100,
-                            }
-                        },
-                    },
-                    "pods": pods,
-                }
-            ],
-        }
-
     def _envoy_log(self, name: str) -> Path | None:
         """The outlier event log a sidecar pair on ``name`` shares, or None (not sharing)."""
         if not self.config.log_tail or name == "gw3":
@@ -290,7 +223,12 @@ class Fleet:
         host = self.network.hosts[name]
         envoy_log = self._envoy_log(name)
         config = self.workdir / name / "controlplane.yaml"
-        config.write_text(yaml.safe_dump(self.replica_settings(host, envoy_log), sort_keys=False))
+        config.write_text(
+            yaml.safe_dump(
+                replica_settings(self.config, host.address, self.redis_url, envoy_log),
+                sort_keys=False,
+            )
+        )
         args = [sys.executable, "-m", "controlplane.cli", "serve", "--config", str(config)]
         replica = Replica(host, self._process(host, "controlplane", args), envoy_log)
         self.replicas[name] = replica
@@ -298,62 +236,17 @@ class Fleet:
         await self._until_answering(replica.process, replica.url + "/healthz")
         return replica
 
-    def envoy_bootstrap(self, name: str, replicas: Sequence[str]) -> dict[str, Any]:
-        host = self.network.hosts[name]
-        config = load_bootstrap(
-            bundled_bootstrap("ads"), xds_port=XDS_GRPC_PORT, node_id=name, node_cluster="default"
-        )
-        config["admin"]["address"]["socket_address"].update(
-            address=host.address, port_value=ENVOY_ADMIN_PORT
-        )
-        if self.config.network_signals:
-            config["node"].setdefault("metadata", {})[ADMIN_URL_METADATA] = (
-                f"http://{host.address}:{ENVOY_ADMIN_PORT}"
-            )
-        else:
-            config.get("cluster_manager", {}).pop("load_stats_config", None)
-        [xds] = [c for c in config["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER]
-        xds["load_assignment"]["endpoints"] = [
-            {
-                "priority": priority,
-                "lb_endpoints": [
-                    {
-                        "endpoint": {
-                            "address": {
-                                "socket_address": {
-                                    "address": self.network.hosts[replica].address,
-                                    "port_value": XDS_GRPC_PORT,
-                                }
-                            }
-                        }
-                    }
-                ],
-            }
-            for priority, replica in enumerate(replicas)
-        ]
-        # A dead replica leaves its priority within a second: the stream goes to the next.
-        xds["health_checks"] = [
-            {
-                "timeout": "0.5s",
-                "interval": "0.25s",
-                "no_traffic_interval": "0.25s",  # a stream counts as no traffic: 60 s else
-                "unhealthy_threshold": 1,
-                "healthy_threshold": 1,
-                "tcp_health_check": {},
-            }
-        ]
-        log = self._envoy_log(name)
-        if log is not None:
-            config.setdefault("cluster_manager", {})["outlier_detection"] = {
-                "event_log_path": str(log)
-            }
-        return config
-
     async def add_gateway(self, name: str, replicas: Sequence[str]) -> Gateway:
         """An Envoy on host ``name`` (made if new) whose xDS goes to ``replicas`` in order."""
         host = await asyncio.to_thread(self.host, name)
         envoy = EnvoyProcess(
-            self.envoy_bootstrap(name, replicas),
+            envoy_bootstrap(
+                self.config,
+                name,
+                host.address,
+                [self.network.hosts[r].address for r in replicas],
+                self._envoy_log(name),
+            ),
             command_prefix=host.command(),
             extra_args=("--concurrency", "1"),
         )
