@@ -1,9 +1,9 @@
 """A fleet on separate hosts (network namespaces), all through its Envoys with real HTTP.
 
 Three gateways: gw1 and gw2 each an Envoy with a control-plane replica beside it, gw3 an
-Envoy whose control plane is on another host and whose event log no replica can read; four
-demo pods on hosts of their own; Redis on its own. The demo pods count each user's requests:
-a user moved to another pod starts again at 1.
+Envoy whose control plane is on another host and which writes no event log; four demo pods
+on hosts of their own, registered by name; Redis on its own. The demo pods count each user's
+requests: a user moved to another pod starts again at 1.
 """
 
 from __future__ import annotations
