@@ -8,8 +8,8 @@ How a request finds its user's pod (docs/architecture.md tells it in full):
 - Envoy's early header mutation writes the scope key from the uid header (``scopes``), and the
   user's scope names the RouteConfiguration of its pods: a route to its pod's subset of the
   service's cluster (``POD_SUBSET_KEY`` on the endpoint). A pod that failed loses its label in
-  the EDS, and its users' requests fall back to the cluster's own balancer until their scopes
-  are re-pointed. Such a request runs no filter but the router.
+  the EDS, and a request naming it fails at once (503) until its user's scope is re-pointed:
+  it never lands on a pod Envoy picks itself. Such a request runs no filter but the router.
 - A request with no uid has a scope too, naming the balanced RouteConfiguration.
 - A user with no scope yet finds no route, so the one filter no route turns off runs: the miss
   path's Lua filter (``misspath.lua``) asks the control plane, which binds the user and answers
@@ -40,6 +40,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterLbSubsetConfig,
     ClusterLbSubsetConfigLbSubsetFallbackPolicy,
     ClusterLbSubsetConfigLbSubsetSelector,
+    ClusterLbSubsetConfigLbSubsetSelectorLbSubsetSelectorFallbackPolicy,
     OutlierDetection,
 )
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import (
@@ -226,12 +227,16 @@ def build_cluster(
     # One subset per labelled pod, for its bound users' routes. A single-host subset is a
     # lookup with no balancer behind it, and it ignores the host's health on purpose: a
     # draining pod keeps its users, and a failed pod loses its label, not its health flag.
-    # Routes naming no (or a vanished) label get the cluster's own balancer.
+    # A route naming a vanished label fails (no host) rather than land on a pod Envoy picks:
+    # the user would be served there, then moved by the control plane (a double move).
+    # Routes naming no label (the balanced one) get the cluster's own balancer.
     subsets = ClusterLbSubsetConfig(
         fallback_policy=ClusterLbSubsetConfigLbSubsetFallbackPolicy.ANY_ENDPOINT,
         subset_selectors=[
             ClusterLbSubsetConfigLbSubsetSelector(
-                keys=[POD_SUBSET_KEY], single_host_per_subset=True
+                keys=[POD_SUBSET_KEY],
+                single_host_per_subset=True,
+                fallback_policy=ClusterLbSubsetConfigLbSubsetSelectorLbSubsetSelectorFallbackPolicy.NO_FALLBACK,
             )
         ],
     )

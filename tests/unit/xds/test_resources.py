@@ -63,7 +63,15 @@ def test_each_labelled_pod_is_a_subset_of_its_own_and_other_routes_use_the_balan
     cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
     subsets = cluster["lbSubsetConfig"]
     assert subsets["fallbackPolicy"] == "ANY_ENDPOINT"
-    assert subsets["subsetSelectors"] == [{"keys": [POD_SUBSET_KEY], "singleHostPerSubset": True}]
+    assert subsets["subsetSelectors"][0]["keys"] == [POD_SUBSET_KEY]
+    assert subsets["subsetSelectors"][0]["singleHostPerSubset"] is True
+
+
+def test_a_route_naming_a_vanished_pod_label_gets_no_pod_rather_than_one_envoy_picks() -> None:
+    # Envoy's pick would serve the user on a pod the control plane then moves it away from.
+    cluster = res.build_cluster(service_state("g", "l", [1]).service, ADS_SOURCE).to_dict()
+    selector = cluster["lbSubsetConfig"]["subsetSelectors"][0]
+    assert selector["fallbackPolicy"] == "NO_FALLBACK"
 
 
 def test_endpoint_changes_reach_envoys_workers_at_once_not_merged_over_a_second() -> None:
