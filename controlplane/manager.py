@@ -231,7 +231,9 @@ class StatefulRouteManager:
         self, key: ServiceKey, index: int, report: HealthReport
     ) -> Transition:
         """Feed one health observation into the pod's state machine (and fail over if due)."""
-        signal = HealthSignal.CHECK_PASSED if report.is_healthy else HealthSignal.CHECK_FAILED
+        signal = HealthSignal.CHECK_PASSED
+        if not report.is_healthy:
+            signal = HealthSignal.CHECK_TIMED_OUT if report.timed_out else HealthSignal.CHECK_FAILED
         transition = await self.signal_pod(key, index, signal, report.reason)
         if report.response_time_ms is not None:
             load = (await self._services.get(key)).pods[index].load
@@ -370,7 +372,8 @@ class StatefulRouteManager:
         return await self.router.expire_idle()
 
     async def reconcile(self) -> int:
-        """Move the users still bound to failed pods (the leader's job); returns users moved."""
+        """Move the users still bound to pods without a label, once their fences have ended
+        (the leader's job); returns users moved."""
         return await self.failover.reconcile()
 
     def expire_routes(self) -> int:

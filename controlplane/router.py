@@ -92,8 +92,8 @@ class Router:
         bound = await self._lookup(cached.keys, uid)
         if bound is not None:
             pod = cached.pods.get(bound)
-            if pod is not None and pod.keeps_bound_users:
-                now = self._clock()
+            now = self._clock()
+            if pod is not None and pod.holds_users(now):
                 self._seen.setdefault(key, {})[uid] = now
                 self.sticky.put(key, uid, bound, now)
                 return _result(pod, strategy, new=False)
@@ -121,7 +121,7 @@ class Router:
         if known is None:
             known = self._pending.get(key, {}).get(uid)
         pod = cached.pods.get(known) if known is not None else None
-        if pod is not None and pod.keeps_bound_users:
+        if pod is not None and pod.holds_users(self._clock()):
             return _result(pod, strategy, new=False, degraded=True)
         limits = cached.service.settings.new_users
         if len(self.sticky.routes(key)) >= limits.max_bound_users:

@@ -73,12 +73,15 @@ class CachedService:
 
     @property
     def thresholds(self) -> Thresholds:
-        check = self.service.settings.health_check
-        od = self.service.settings.envoy.outlier_detection
+        settings = self.service.settings
+        check = settings.health_check
+        od = settings.envoy.outlier_detection
         return Thresholds(
             healthy=check.healthy_threshold,
             unhealthy=check.unhealthy_threshold,
             max_ejection_s=od.max_ejection_s if od else ENVOY_MAX_EJECTION_S,
+            hang_grace_s=settings.failover.hang_grace_s,
+            fence_s=settings.failover.fence_s(settings.envoy.route_timeout_s),
         )
 
 

@@ -8,6 +8,13 @@ Rules:
   requests failing (Envoys' load reports, ``fleet_evidence.py``) or an operator's ``fail`` make
   a pod *failed*: DOWN (checks, requests or operator) or EJECTED (Envoy's outlier detection).
   Entering a failed state from a serving one is a *failure*: its users are moved elsewhere.
+- A pod that is gone refuses or resets connections; a pod that is *hung* accepts them and
+  answers nothing (a check timed out, or Envoy ejected it while it still accepts connections).
+  A hung pod keeps its users for ``hang_grace_s`` from its first timeout (a pause is not a
+  death: its requests wait, and a pod that answers again is HEALTHY with nobody moved); only
+  then does it fail, and its failure is *fenced*: its users move ``fence_s`` later, when every
+  request that may still be in flight to it has ended (``fenced_until``). A refusal while hung
+  is a death like any other.
 - A failed pod that passes a check becomes RECOVERING; ``healthy_threshold`` consecutive passes
   (more for a pod that flaps, see ``recovery_passes``) make it HEALTHY again (a *recovery*).
   A failed check while RECOVERING sends it back to DOWN without a second failure.
@@ -26,7 +33,7 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,8 +53,10 @@ class PodState(StrEnum):
 class HealthSignal(StrEnum):
     CHECK_PASSED = "check_passed"
     CHECK_FAILED = "check_failed"
+    CHECK_TIMED_OUT = "check_timed_out"
     EJECTED = "ejected"
     REQUESTS_FAILING = "requests_failing"
+    EJECTED_HUNG = "ejected_hung"  # Envoy ejected it, yet it accepts connections
     UNEJECTED = "unejected"
     DRAIN = "drain"
     FAIL = "fail"
@@ -84,6 +93,10 @@ class PodHealth(BaseModel):
     recovered_at: float | None = None
     # While DRAINING: users per second the leader moves away (None: they stay until idle).
     drain_rate: float | None = Field(default=None, gt=0)
+    # While a serving pod does not answer (hung): when it first timed out.
+    hung_since: float | None = None
+    # A hung pod's failure: its users move no sooner than this (requests to it have ended).
+    fenced_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,10 @@ class Thresholds:
     unhealthy: int = 3
     # Envoy un-ejects a pod within this long (its max_ejection_time).
     max_ejection_s: float = ENVOY_MAX_EJECTION_S
+    # How long a hung pod keeps its users, from its first timeout.
+    hang_grace_s: float = 0.0
+    # After a hung pod fails, how long requests already sent to it may still be answered.
+    fence_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +152,11 @@ def apply_signal(
     if signal is HealthSignal.EJECTED:
         health = health.model_copy(update={"ejected_at": now})
         return _fail(health, PodState.EJECTED, now, reason)
+    if signal is HealthSignal.EJECTED_HUNG:
+        health = health.model_copy(update={"ejected_at": now})
+        return _hung(health, PodState.EJECTED, now, thresholds, reason)
+    if signal is HealthSignal.CHECK_TIMED_OUT:
+        return _hung(health, PodState.DOWN, now, thresholds, reason)
     if signal is HealthSignal.UNEJECTED:
         health = health.model_copy(update={"ejected_at": None})
         return _passed(health, now, thresholds, reason)
@@ -149,13 +171,34 @@ def _passed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) 
         return _to(health, PodState.HEALTHY, now, reason, passes=health.passes + 1)
     if state is PodState.DRAINING:
         return Transition(
-            state, health.model_copy(update={"passes": health.passes + 1, "failures": 0})
+            state,
+            health.model_copy(
+                update={"passes": health.passes + 1, "failures": 0, "hung_since": None}
+            ),
         )
     passes = health.passes + 1 if state is PodState.RECOVERING else 1
     ejected = health.ejected_at is not None and now - health.ejected_at < thresholds.max_ejection_s
     if passes >= recovery_passes(health, thresholds, now) and not ejected:
         return _to(health, PodState.HEALTHY, now, reason, passes=passes, recovered=True)
     return _to(health, PodState.RECOVERING, now, reason, passes=passes)
+
+
+def _hung(
+    health: PodHealth, target: PodState, now: float, thresholds: Thresholds, reason: str
+) -> Transition:
+    """A serving pod that accepts connections but answers nothing: it fails once it has been
+    hung for the grace (and, for checks, failed ``unhealthy`` of them), fenced."""
+    if health.state not in KEEPS_BOUND_USERS:
+        # Nobody's requests wait on it: a timeout is a failed check like any other.
+        return _check_failed(health, now, thresholds, reason)
+    since = now if health.hung_since is None else health.hung_since
+    failures = health.failures + 1
+    enough = target is PodState.EJECTED or failures >= thresholds.unhealthy
+    if enough and now - since >= thresholds.hang_grace_s:
+        return _fail(health, target, now, reason, fenced_until=now + thresholds.fence_s)
+    state = PodState.DRAINING if health.state is PodState.DRAINING else PodState.SUSPECT
+    transition = _to(health, state, now, reason, failures=failures)
+    return replace(transition, health=transition.health.model_copy(update={"hung_since": since}))
 
 
 def _check_failed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) -> Transition:
@@ -172,7 +215,14 @@ def _check_failed(health: PodHealth, now: float, thresholds: Thresholds, reason:
     return _to(health, PodState.SUSPECT, now, reason, failures=failures)
 
 
-def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Transition:
+def _fail(
+    health: PodHealth,
+    target: PodState,
+    now: float,
+    reason: str,
+    *,
+    fenced_until: float | None = None,
+) -> Transition:
     if health.state in FAILED:
         # Already failed (its users were moved then): only the state's name may change.
         return _to(health, target, now, reason, failures=health.failures + 1)
@@ -184,6 +234,7 @@ def _fail(health: PodHealth, target: PodState, now: float, reason: str) -> Trans
         recent_failures=recent[-MAX_RECOVERY_FACTOR:],
         reason=reason,
         ejected_at=health.ejected_at,
+        fenced_until=fenced_until,
     )
     # A recovering pod took no users, so failing it again moves nobody; it still counts as a flap.
     return Transition(health.state, new, failed=health.state is not PodState.RECOVERING)
@@ -209,6 +260,7 @@ def _to(
             "reason": reason or health.reason if target is health.state else reason,
             "recovered_at": now if recovered else health.recovered_at,
             "drain_rate": health.drain_rate if target is health.state else None,
+            "hung_since": None,  # a hung pod's callers set it again
         }
     )
     return Transition(health.state, new, recovered=recovered)

@@ -95,6 +95,27 @@ class NewUserLimits(BaseModel):
     over_limit: OverLimit = OverLimit.BALANCE
 
 
+# The pod's failure reaches every Envoy (its label leaves the EDS) within this: a request
+# routed to the pod before that may still wait a full route timeout after it.
+FENCE_MARGIN_S = 1.0
+
+
+class FailoverSettings(BaseModel):
+    """How the control plane treats a pod that stops answering without going away."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A pod that accepts connections but answers nothing (a pause, a stop, a long collection)
+    # keeps its users this long from its first timeout; its requests wait meanwhile. A pod
+    # that refuses connections is gone and fails over at once, whatever this says.
+    hang_grace_s: float = Field(default=10.0, ge=0, le=3_600)
+
+    def fence_s(self, route_timeout_s: float) -> float:
+        """How long a hung pod's users wait, after it failed, before they move: until every
+        request Envoy sent it has ended (its route timeout; with none, nothing bounds it)."""
+        return route_timeout_s + FENCE_MARGIN_S
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -105,6 +126,7 @@ class ServiceSettings(BaseModel):
     # Bounded-load hashing: no pod takes more than this factor times its fair share.
     hash_balance_factor: float = Field(default=1.25, gt=1.0, le=4.0)
     health_check: HealthCheckSettings = HealthCheckSettings()
+    failover: FailoverSettings = FailoverSettings()
     # Host headers that reach the service besides "<name>.<namespace>"; "*" makes it the
     # listener's default (one service per node group may take "*").
     domains: list[Annotated[str, Field(pattern=r"^(\*|(\*\.)?[A-Za-z0-9.-]+(:(\*|\d+))?)$")]] = (
@@ -209,6 +231,12 @@ class Pod(BaseModel):
     @property
     def keeps_bound_users(self) -> bool:
         return self.host is not None and self.health.state in KEEPS_BOUND_USERS
+
+    def holds_users(self, now: float) -> bool:
+        """Whether users bound here stay bound: it keeps them, or it is a hung pod that failed
+        and whose fence has not ended (a request sent to it may still be answered)."""
+        fence = self.health.fenced_until
+        return self.keeps_bound_users or (fence is not None and fence > now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +345,9 @@ class HealthReport(BaseModel):
     is_healthy: bool
     response_time_ms: float | None = Field(default=None, ge=0)
     reason: str = Field(default="", max_length=512)
+    # Unhealthy because the pod answered nothing in time (hung), not because it refused or
+    # failed: it keeps its users for the service's failover.hang_grace_s.
+    timed_out: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from controlplane.balancer import Candidate
 from controlplane.callbacks import ManagerCallbacks
 from controlplane.domain import (
-    FAILED,
     Binding,
     FailoverEvent,
     FailoverType,
@@ -62,6 +61,8 @@ class FailoverExecutor:
         # One evacuation of a pod at a time: the failure that starts one and the periodic
         # reconcile must not split its users between two events.
         self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
+        # Hung pods that failed: the task that evacuates each when its fence ends.
+        self._fenced: dict[tuple[ServiceKey, int], asyncio.Task[None]] = {}
 
     async def after_transition(
         self,
@@ -74,6 +75,10 @@ class FailoverExecutor:
         """Act on pod ``index``'s new health: move its users if it failed (on the leader),
         record a recovery or a drain. Returns the event recorded, if any."""
         key = cached.service.key
+        fence = transition.health.fenced_until
+        if transition.failed and self.is_leader() and fence is not None and fence > self._clock():
+            self.evacuate_after_fence(key, index, reason or signal.value, fence)
+            return None
         if transition.failed and self.is_leader():
             return await self.evacuate(cached, index, reason or signal.value)
         if transition.failed:
@@ -86,6 +91,30 @@ class FailoverExecutor:
                 cached, FailoverType.POD_DRAINED, pod=index, reason=reason, count=users
             )
         return None
+
+    def evacuate_after_fence(self, key: ServiceKey, index: int, reason: str, until: float) -> None:
+        """Evacuate a hung pod that failed once its fence ends (``until``, on the clock):
+        a request sent to it before its failure reached Envoy may be answered until then, and
+        its user must not have moved by then (the fence, docs/architecture.md)."""
+        if self._fenced.get((key, index)):
+            return
+        log.info(
+            "failover_fenced service=%s pod=%d wait_s=%.2f reason=%r",
+            key, index, until - self._clock(), reason,
+        )  # fmt: skip
+        task = asyncio.create_task(
+            self._evacuate_at(key, index, reason, until), name=f"fence-{key}-{index}"
+        )
+        self._fenced[key, index] = task
+        task.add_done_callback(lambda _: self._fenced.pop((key, index), None))
+
+    async def _evacuate_at(self, key: ServiceKey, index: int, reason: str, until: float) -> None:
+        await asyncio.sleep(max(0.0, until - self._clock()))
+        cached = await self._services.get(key, fresh=True)
+        pod = cached.pods.get(index)
+        # Resumed meanwhile (RECOVERING) it still has no label: its users move all the same.
+        if self.is_leader() and pod is not None and not pod.keeps_bound_users:
+            await self.evacuate(cached, index, reason)
 
     async def evacuate(
         self,
@@ -258,7 +287,8 @@ class FailoverExecutor:
             )
 
     async def reconcile(self) -> int:
-        """Move the users still bound to failed pods (the leader's job); returns users moved.
+        """Move the users still bound to pods without a label (failed, or hung and resumed
+        during their fence), once fences have ended (the leader's job); returns users moved.
 
         Catches failures another replica saw (it marks the pod, the leader moves its users)
         and moves that a crash interrupted. Also starts the movers of pods drained at a rate
@@ -269,8 +299,13 @@ class FailoverExecutor:
             # At most ttl_s old: a service with many replicas costs Redis one read a second.
             cached = await self._services.get(key)
             for index, pod in sorted(cached.pods.items()):
-                if pod.state in FAILED and cached.users.get(index, 0):
+                # A failed pod's users, and a hung one's that resumed during its fence.
+                if not pod.keeps_bound_users and cached.users.get(index, 0):
                     reason = pod.health.reason or pod.state.value
+                    fence = pod.health.fenced_until
+                    if fence is not None and fence > self._clock():
+                        self.evacuate_after_fence(key, index, reason, fence)
+                        continue
                     event = await self.evacuate(cached, index, reason, leftovers=True)
                     moved += event.affected_users if event else 0
                 rate = pod.health.drain_rate
@@ -306,8 +341,8 @@ class FailoverExecutor:
         return event
 
     async def close(self) -> None:
-        """Stop the movers of draining pods."""
-        drainers = list(self._drainers.values())
+        """Stop the movers of draining pods and of fenced ones."""
+        drainers = [*self._drainers.values(), *self._fenced.values()]
         for task in drainers:
             task.cancel()
         await asyncio.gather(*drainers, return_exceptions=True)

@@ -65,6 +65,16 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP: a pod that hangs (its sockets stay open, it answers nothing)."""
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: the crash a fault test wants."""
         if self.process is not None and self.running:
@@ -129,6 +139,8 @@ class StackConfig:
     share_event_log: bool = True
     extra_settings: dict[str, Any] = field(default_factory=dict)
     envoy_binary: str | None = None  # None: find_envoy_binary's
+    # Merged into the demo service's settings (e.g. {"failover": {"hang_grace_s": 3}}).
+    service_settings: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalStack:
@@ -309,13 +321,16 @@ class LocalStack:
                 {
                     "namespace": NAMESPACE,
                     "name": SERVICE,
-                    "settings": {
-                        "uid_header": UID_HEADER,
-                        "domains": ["*"],
-                        "health_check": check,
-                        "envoy": envoy,
-                        "new_users": self.config.new_users.model_dump(mode="json"),
-                    },
+                    "settings": _merge(
+                        {
+                            "uid_header": UID_HEADER,
+                            "domains": ["*"],
+                            "health_check": check,
+                            "envoy": envoy,
+                            "new_users": self.config.new_users.model_dump(mode="json"),
+                        },
+                        self.config.service_settings,
+                    ),
                     "pods": [
                         {"index": i, "host": host, "port": port}
                         for i, port in enumerate(self.pod_ports)

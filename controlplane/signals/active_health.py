@@ -35,7 +35,11 @@ async def probe(
                 reason="" if healthy else f"health check answered {response.status}",
             )
     except TimeoutError:
-        return HealthReport(is_healthy=False, reason=f"health check timed out after {timeout_s}s")
+        # Also a connect that timed out: a host gone from the network may come back and
+        # answer what it had received, so it is treated as hung, not gone.
+        return HealthReport(
+            is_healthy=False, timed_out=True, reason=f"health check timed out after {timeout_s}s"
+        )
     except aiohttp.ClientError as exc:
         return HealthReport(
             is_healthy=False, reason=f"health check failed: {exc.__class__.__name__}"

@@ -138,16 +138,42 @@ class PodLocator:
         return key, {pod.address: pod.index for pod in pods if pod.address is not None}
 
 
+# How long a connect to an ejected pod may take before the pod counts as hung, not gone.
+GONE_PROBE_TIMEOUT_S = 0.5
+
+
+async def refuses_connections(address: str, timeout_s: float = GONE_PROBE_TIMEOUT_S) -> bool:
+    """Whether the pod at ``address`` ("host:port") is gone: its connection is refused or
+    reset. A pod that accepts (or lets the connect time out) may still answer what it has."""
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
+        )
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
 async def deliver_signal(
     manager: StatefulRouteManager, locator: PodLocator, host: HostSignal
 ) -> None:
-    """Hand one of Envoy's host signals to the manager, for the pod it names (if any)."""
+    """Hand one of Envoy's host signals to the manager, for the pod it names (if any).
+
+    Envoy ejects a pod whose connections fail and one whose requests time out alike; a
+    connect tells them apart: only a pod that is gone fails over at once."""
     found = await locator.locate(host.cluster, host.address)
     if found is None:
         return
     key, index = found
+    signal, reason = host.signal, host.reason
+    if signal is HealthSignal.EJECTED and not await refuses_connections(host.address):
+        signal, reason = HealthSignal.EJECTED_HUNG, f"{reason}; accepts connections (hung)"
     try:
-        await manager.signal_pod(key, index, host.signal, host.reason)
+        await manager.signal_pod(key, index, signal, reason)
     except StatefulRouteError as exc:  # the pod left meanwhile
         log.info("envoy_signal_skipped service=%s pod=%d error=%s", key, index, exc.message)
 

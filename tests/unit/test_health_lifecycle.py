@@ -134,3 +134,84 @@ def test_a_pod_fails_only_when_it_enters_a_failed_state_from_a_serving_one(
     for t in run(signals, start=start):
         entered = t.before not in FAILED | {PodState.RECOVERING} and t.health.state in FAILED
         assert t.failed is entered
+
+
+# -- a hung pod (accepts connections, answers nothing) is not a dead one ----------------------
+
+HANG = Thresholds(healthy=2, unhealthy=3, hang_grace_s=10.0, fence_s=16.0)
+
+
+def hang(signals: list[tuple[float, HealthSignal]], start: PodState = PodState.HEALTHY):  # type: ignore[no-untyped-def]
+    health = PodHealth(state=start)
+    transitions = []
+    for at, signal in signals:
+        transition = apply_signal(health, signal, at, HANG)
+        transitions.append(transition)
+        health = transition.health
+    return transitions
+
+
+def test_a_pod_that_times_out_keeps_its_users_through_the_grace() -> None:
+    transitions = hang([(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 1.0, 2.0, 9.0)])
+    assert [t.health.state for t in transitions] == [PodState.SUSPECT] * 4
+    assert not any(t.failed for t in transitions)
+    assert transitions[-1].health.hung_since == 0.0
+
+
+def test_a_hung_pod_that_answers_again_is_healthy_with_nobody_moved() -> None:
+    *_, passed = hang([(0.0, HealthSignal.CHECK_TIMED_OUT), (9.0, HealthSignal.CHECK_TIMED_OUT),
+                       (9.5, HealthSignal.CHECK_PASSED)])  # fmt: skip
+    assert passed.health.state is PodState.HEALTHY
+    assert passed.health.hung_since is None
+    # A later hang is given its whole grace again.
+    [again] = hang([(30.0, HealthSignal.CHECK_TIMED_OUT)], start=passed.health.state)
+    assert not again.failed
+
+
+def test_a_pod_hung_past_the_grace_fails_once_fenced_for_the_route_timeout() -> None:
+    signals = [(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 5.0, 10.0, 11.0)]
+    transitions = hang(signals)
+    assert [t.failed for t in transitions] == [False, False, True, False]
+    failed = transitions[2].health
+    assert failed.state is PodState.DOWN
+    assert failed.fenced_until == 10.0 + HANG.fence_s
+
+
+def test_the_grace_needs_unhealthy_threshold_timeouts_too() -> None:
+    transitions = hang([(0.0, HealthSignal.CHECK_TIMED_OUT), (20.0, HealthSignal.CHECK_TIMED_OUT)])
+    assert not any(t.failed for t in transitions)
+
+
+def test_a_refusal_is_a_death_even_while_hung_and_fails_over_unfenced() -> None:
+    signals = [(0.0, HealthSignal.CHECK_TIMED_OUT), (1.0, HealthSignal.CHECK_TIMED_OUT),
+               (2.0, HealthSignal.CHECK_FAILED)]  # fmt: skip
+    *_, refused = hang(signals)
+    assert refused.failed
+    assert refused.health.fenced_until is None
+
+
+def test_envoy_ejecting_a_pod_that_still_accepts_connections_waits_for_the_grace() -> None:
+    first, late = hang([(0.0, HealthSignal.EJECTED_HUNG), (10.0, HealthSignal.EJECTED_HUNG)])
+    assert first.health.state is PodState.SUSPECT
+    assert not first.failed
+    assert late.failed
+    assert late.health.state is PodState.EJECTED
+    assert late.health.fenced_until == 10.0 + HANG.fence_s
+
+
+def test_a_hung_draining_pod_stays_draining_until_the_grace_ends() -> None:
+    signals = [(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 1.0, 2.0, 10.0)]
+    transitions = hang(signals, start=PodState.DRAINING)
+    assert [t.health.state for t in transitions] == [PodState.DRAINING] * 3 + [PodState.DOWN]
+    assert transitions[-1].failed
+
+
+def test_without_a_grace_a_hang_fails_at_the_unhealthy_threshold_as_before() -> None:
+    thresholds = Thresholds(healthy=2, unhealthy=3)
+    health = PodHealth()
+    failed = []
+    for at in (0.0, 1.0, 2.0):
+        transition = apply_signal(health, HealthSignal.CHECK_TIMED_OUT, at, thresholds)
+        failed.append(transition.failed)
+        health = transition.health
+    assert failed == [False, False, True]
