@@ -96,6 +96,37 @@ async def test_sticky_routes_send_a_user_to_its_pod(plane: Plane) -> None:
     assert await eventually(pinned)
 
 
+async def test_a_user_whose_pod_lost_its_label_is_refused_not_served_by_another_pod(
+    plane: Plane,
+) -> None:
+    # Until the control plane re-points the user's scope, no pod Envoy picks may serve it:
+    # it would be moved again a moment later (a double move, its state split).
+    key = add_service(plane, "games", "arena")
+    plane.source.route(key, {"carol": 1})
+    await wait_for_cluster(plane, "games/arena")
+
+    async def pinned() -> bool:
+        try:
+            return bool((await get(plane.listener_port, "arena.games", "carol"))["pod"] == 1)
+        except (AssertionError, aiohttp.ClientError):
+            return False
+
+    assert await eventually(pinned)
+    plane.source.update_pod(key, 1, health=PodHealth(state=PodState.DOWN))
+
+    async def status() -> int:
+        url = f"http://127.0.0.1:{plane.listener_port}/hello"
+        headers = {"Host": "arena.games", "x-uid": "carol"}
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as r:
+            return r.status
+
+    async def refused() -> bool:
+        return await status() == 503
+
+    assert await eventually(refused)
+    assert [await status() for _ in range(5)] == [503] * 5
+
+
 async def test_weight_change_and_unhealthy_pod_show_in_clusters(plane: Plane) -> None:
     key = add_service(plane, "games", "shop")
     await wait_for_cluster(plane, "games/shop")
