@@ -72,11 +72,11 @@ class RetrySettings(BaseModel):
     retry_on: str = Field(
         default="connect-failure,refused-stream", pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$"
     )
-    # A bound user's tries go to its pod until the control plane has failed the pod over (tens
-    # of ms after Envoy ejects it; about 80 ms on a busy machine). Envoy waits a random time
-    # below (2^n - 1) x back_off_base_s (at most 10x) before retry n, so a request could use up
-    # its tries sooner: with 5 retries and 0.1 s, about 2 in a million do at 80 ms (3 retries:
-    # 0.4%; Envoy's default 25 ms: 18%). A pod that stays unreachable costs 1.5 s on average.
+    # A bound user's tries go to its pod alone: they ride out a pod that refused a connection
+    # for a moment, and once the control plane has failed the pod over (tens of ms after
+    # Envoy ejects it) a try finds no pod and the request fails at once (never another pod).
+    # Envoy waits a random time below (2^n - 1) x back_off_base_s (at most 10x) before retry
+    # n. A pod that stays unreachable (no control plane) costs 1.5 s on average.
     num_retries: int = Field(default=5, ge=0, le=10)
     per_try_timeout_s: float | None = Field(default=None, gt=0, le=DAY_S)
     back_off_base_s: float = Field(default=0.1, gt=0, le=DAY_S)

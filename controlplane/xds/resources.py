@@ -458,7 +458,8 @@ def _retry_policy(service: Service, *, to_another_pod: bool = False) -> RetryPol
     """Retries of failures before a pod saw the request.
 
     A bound user's retry needs no plugin: its pod's subset holds that pod alone, and once the
-    pod has failed its label is gone and the backed-off retry finds the cluster's balancer.
+    pod has failed its label is gone and the backed-off retry finds no pod (503): a user is
+    served only by the pod its binding names.
     Retry plugins are made afresh for every request (about 3% of a proxy core measured here),
     so only balanced routes ask for another pod.
     """
