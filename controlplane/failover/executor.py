@@ -26,6 +26,7 @@ from controlplane.domain import (
 from controlplane.domain.models import SAMPLE_SIZE
 from controlplane.errors import PodNotEligible
 from controlplane.failover.plan import plan_moves, rebalance_quota
+from controlplane.outage import UNREACHABLE
 from controlplane.router import Router
 from controlplane.service_cache import CachedService, ServiceCache
 from controlplane.store import Store
@@ -110,11 +111,16 @@ class FailoverExecutor:
 
     async def _evacuate_at(self, key: ServiceKey, index: int, reason: str, until: float) -> None:
         await asyncio.sleep(max(0.0, until - self._clock()))
-        cached = await self._services.get(key, fresh=True)
-        pod = cached.pods.get(index)
-        # Resumed meanwhile (RECOVERING) it still has no label: its users move all the same.
-        if self.is_leader() and pod is not None and not pod.keeps_bound_users:
-            await self.evacuate(cached, index, reason)
+        try:
+            cached = await self._services.get(key, fresh=True)
+            pod = cached.pods.get(index)
+            # Resumed meanwhile (RECOVERING) it still has no label: its users move all the same.
+            if self.is_leader() and pod is not None and not pod.keeps_bound_users:
+                await self.evacuate(cached, index, reason)
+        except UNREACHABLE as exc:  # the leader's next reconcile moves them
+            log.warning("fenced_failover_deferred service=%s pod=%d error=%r", key, index, exc)
+        except Exception:
+            log.exception("fenced_failover_failed service=%s pod=%d", key, index)
 
     async def evacuate(
         self,
