@@ -8,8 +8,8 @@ Rules:
   requests failing (Envoys' load reports, ``fleet_evidence.py``) or an operator's ``fail`` make
   a pod *failed*: DOWN (checks, requests or operator) or EJECTED (Envoy's outlier detection).
   Entering a failed state from a serving one is a *failure*: its users are moved elsewhere.
-- A pod that is gone refuses or resets connections; a pod that is *hung* accepts them and
-  answers nothing (a check timed out, or Envoy ejected it while it still accepts connections).
+- A pod that is gone refuses or resets connections; a pod that is *hung* answers nothing in
+  time (a check timed out, or Envoy reports it failing and it does not answer a request).
   A hung pod keeps its users for ``hang_grace_s`` from its first timeout (a pause is not a
   death: its requests wait, and a pod that answers again is HEALTHY with nobody moved); only
   then does it fail, and its failure is *fenced*: its users move ``fence_s`` later, when every
@@ -56,7 +56,8 @@ class HealthSignal(StrEnum):
     CHECK_TIMED_OUT = "check_timed_out"
     EJECTED = "ejected"
     REQUESTS_FAILING = "requests_failing"
-    EJECTED_HUNG = "ejected_hung"  # Envoy ejected it, yet it accepts connections
+    EJECTED_HUNG = "ejected_hung"  # Envoy ejected it, and it answers nothing (hung)
+    REQUESTS_FAILING_HUNG = "requests_failing_hung"  # the fleet's requests fail there, as above
     UNEJECTED = "unejected"
     DRAIN = "drain"
     FAIL = "fail"
@@ -154,9 +155,11 @@ def apply_signal(
         return _fail(health, PodState.EJECTED, now, reason)
     if signal is HealthSignal.EJECTED_HUNG:
         health = health.model_copy(update={"ejected_at": now})
-        return _hung(health, PodState.EJECTED, now, thresholds, reason)
+        return _hung(health, PodState.EJECTED, now, thresholds, reason, verdict=True)
+    if signal is HealthSignal.REQUESTS_FAILING_HUNG:
+        return _hung(health, PodState.DOWN, now, thresholds, reason, verdict=True)
     if signal is HealthSignal.CHECK_TIMED_OUT:
-        return _hung(health, PodState.DOWN, now, thresholds, reason)
+        return _hung(health, PodState.DOWN, now, thresholds, reason, verdict=False)
     if signal is HealthSignal.UNEJECTED:
         health = health.model_copy(update={"ejected_at": None})
         return _passed(health, now, thresholds, reason)
@@ -184,16 +187,23 @@ def _passed(health: PodHealth, now: float, thresholds: Thresholds, reason: str) 
 
 
 def _hung(
-    health: PodHealth, target: PodState, now: float, thresholds: Thresholds, reason: str
+    health: PodHealth,
+    target: PodState,
+    now: float,
+    thresholds: Thresholds,
+    reason: str,
+    *,
+    verdict: bool,
 ) -> Transition:
-    """A serving pod that accepts connections but answers nothing: it fails once it has been
-    hung for the grace (and, for checks, failed ``unhealthy`` of them), fenced."""
+    """A serving pod that answers nothing: it fails, fenced, once it has been hung for the
+    grace and (unless ``verdict``: Envoy counted the failures already) failed ``unhealthy``
+    checks."""
     if health.state not in KEEPS_BOUND_USERS:
         # Nobody's requests wait on it: a timeout is a failed check like any other.
         return _check_failed(health, now, thresholds, reason)
     since = now if health.hung_since is None else health.hung_since
     failures = health.failures + 1
-    enough = target is PodState.EJECTED or failures >= thresholds.unhealthy
+    enough = verdict or failures >= thresholds.unhealthy
     if enough and now - since >= thresholds.hang_grace_s:
         return _fail(health, target, now, reason, fenced_until=now + thresholds.fence_s)
     state = PodState.DRAINING if health.state is PodState.DRAINING else PodState.SUSPECT

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -138,24 +139,44 @@ class PodLocator:
         return key, {pod.address: pod.index for pod in pods if pod.address is not None}
 
 
-# How long a connect to an ejected pod may take before the pod counts as hung, not gone.
-GONE_PROBE_TIMEOUT_S = 0.5
+# How long a pod Envoy reports failing may take to answer a request before it counts as hung.
+LIVENESS_PROBE_TIMEOUT_S = 0.5
 
 
-async def refuses_connections(address: str, timeout_s: float = GONE_PROBE_TIMEOUT_S) -> bool:
-    """Whether the pod at ``address`` ("host:port") is gone: its connection is refused or
-    reset. A pod that accepts (or lets the connect time out) may still answer what it has."""
+class Liveness(Enum):
+    GONE = "gone"  # refused or reset: nothing there can answer anyone
+    ANSWERS = "answers"  # it answers (if only with errors): what it has, it answers at once
+    SILENT = "silent"  # it answers nothing in time (or its connect hangs): hung, not gone
+
+
+async def liveness(
+    address: str, path: str, timeout_s: float = LIVENESS_PROBE_TIMEOUT_S
+) -> Liveness:
+    """One request to the pod at ``address`` ("host:port"), for ``path`` (its health check's):
+    whether it is gone, answers, or is silent."""
     host, _, port = address.rpartition(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
-        )
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            try:
+                writer.write(request.encode())
+                await writer.drain()
+                first = await reader.read(1)
+            finally:
+                writer.close()
     except TimeoutError:
-        return False
+        return Liveness.SILENT
     except OSError:
-        return True
-    writer.close()
-    return False
+        return Liveness.GONE
+    return Liveness.ANSWERS if first else Liveness.GONE
+
+
+# Envoy's word that a pod fails, as it reads when the pod is hung rather than gone.
+_HUNG_FORM = {
+    HealthSignal.EJECTED: HealthSignal.EJECTED_HUNG,
+    HealthSignal.REQUESTS_FAILING: HealthSignal.REQUESTS_FAILING_HUNG,
+}
 
 
 async def deliver_signal(
@@ -163,15 +184,18 @@ async def deliver_signal(
 ) -> None:
     """Hand one of Envoy's host signals to the manager, for the pod it names (if any).
 
-    Envoy ejects a pod whose connections fail and one whose requests time out alike; a
-    connect tells them apart: only a pod that is gone fails over at once."""
+    Envoy fails a pod whose connections fail and one whose requests time out alike; one
+    request tells them apart: a pod that is silent is hung and keeps its users for the hang
+    grace; one that is gone, or answers at once, fails over at once."""
     found = await locator.locate(host.cluster, host.address)
     if found is None:
         return
     key, index = found
     signal, reason = host.signal, host.reason
-    if signal is HealthSignal.EJECTED and not await refuses_connections(host.address):
-        signal, reason = HealthSignal.EJECTED_HUNG, f"{reason}; accepts connections (hung)"
+    if signal in _HUNG_FORM:
+        path = (await manager.service(key)).settings.health_check.path
+        if await liveness(host.address, path) is Liveness.SILENT:
+            signal, reason = _HUNG_FORM[signal], f"{reason}; the pod answers nothing (hung)"
     try:
         await manager.signal_pod(key, index, signal, reason)
     except StatefulRouteError as exc:  # the pod left meanwhile

@@ -199,6 +199,16 @@ def test_envoy_ejecting_a_pod_that_still_accepts_connections_waits_for_the_grace
     assert late.health.fenced_until == 10.0 + HANG.fence_s
 
 
+def test_the_fleets_requests_failing_on_a_silent_pod_wait_for_the_grace_too() -> None:
+    first, late = hang(
+        [(0.0, HealthSignal.REQUESTS_FAILING_HUNG), (10.0, HealthSignal.REQUESTS_FAILING_HUNG)]
+    )
+    assert first.health.state is PodState.SUSPECT
+    assert late.failed
+    assert late.health.state is PodState.DOWN
+    assert late.health.fenced_until == 10.0 + HANG.fence_s
+
+
 def test_a_hung_draining_pod_stays_draining_until_the_grace_ends() -> None:
     signals = [(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 1.0, 2.0, 10.0)]
     transitions = hang(signals, start=PodState.DRAINING)
