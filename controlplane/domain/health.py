@@ -244,7 +244,11 @@ def _fail(
         recent_failures=recent[-MAX_RECOVERY_FACTOR:],
         reason=reason,
         ejected_at=health.ejected_at,
-        fenced_until=fenced_until,
+        # A fence still running outlives a new failure: a hung pod that resumed and fails
+        # again may still answer what waited on it.
+        fenced_until=max(
+            (f for f in (fenced_until, health.fenced_until) if f is not None), default=None
+        ),
     )
     # A recovering pod took no users, so failing it again moves nobody; it still counts as a flap.
     return Transition(health.state, new, failed=health.state is not PodState.RECOVERING)

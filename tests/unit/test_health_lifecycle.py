@@ -209,6 +209,16 @@ def test_the_fleets_requests_failing_on_a_silent_pod_wait_for_the_grace_too() ->
     assert late.health.fenced_until == 10.0 + HANG.fence_s
 
 
+def test_a_fenced_pod_that_resumed_keeps_its_fence_when_it_fails_again() -> None:
+    # Resumed, it answers what waited on it; Envoy's word on those failures comes after.
+    signals = [(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 5.0, 10.0)]
+    signals += [(10.5, HealthSignal.CHECK_PASSED), (11.0, HealthSignal.REQUESTS_FAILING)]
+    *_, resumed, failed_again = hang(signals)
+    assert resumed.health.state is PodState.RECOVERING
+    assert failed_again.health.state is PodState.DOWN
+    assert failed_again.health.fenced_until == 10.0 + HANG.fence_s
+
+
 def test_a_hung_draining_pod_stays_draining_until_the_grace_ends() -> None:
     signals = [(t, HealthSignal.CHECK_TIMED_OUT) for t in (0.0, 1.0, 2.0, 10.0)]
     transitions = hang(signals, start=PodState.DRAINING)
