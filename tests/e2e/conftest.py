@@ -77,6 +77,22 @@ class Client:
         return loop.time() - started
 
 
+async def served_in_the_end(client: Client, uid: str) -> int:
+    """The pod that answers ``uid``, asked until it answered three times (at most 20 tries):
+    every answer must come from the same pod."""
+    pods = []
+    for _ in range(20):
+        try:
+            pods.append((await client.ask(uid))["pod"])
+        except AssertionError:
+            await asyncio.sleep(0.05)  # a client's back-off while the user's scope travels
+            continue
+        if len(pods) == 3:
+            break
+    assert len(set(pods)) == 1, (uid, pods)
+    return int(pods[0])
+
+
 async def keep_asking(client: Client, uids: list[str], stop: asyncio.Event) -> None:
     """The users' requests, failed or not, until ``stop`` (bounded: at most 60 s)."""
     deadline = time.monotonic() + 60.0

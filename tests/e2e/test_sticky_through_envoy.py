@@ -14,7 +14,7 @@ from controlplane.runtime.stack import NAMESPACE, SERVICE, LocalStack
 from controlplane.xds.naming import SCOPE_KEY_HEADER, SERVICE_HEADER
 from controlplane.xds.scopes import user_key
 
-from .conftest import SERVICE_PATH, Client
+from .conftest import SERVICE_PATH, Client, served_in_the_end
 
 pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
 
@@ -143,22 +143,6 @@ async def test_users_of_a_killed_pod_are_served_elsewhere_and_rebound(
     finally:
         await stack.restart_pod(failed)
         await until_healthy(client, failed)
-
-
-async def served_in_the_end(client: Client, uid: str) -> int:
-    """The pod that answers ``uid``, asked until it answered three times (at most 20 tries):
-    every answer must come from the same pod."""
-    pods = []
-    for _ in range(20):
-        try:
-            pods.append((await client.ask(uid))["pod"])
-        except AssertionError:
-            await asyncio.sleep(0.05)  # a client's back-off while the user's scope travels
-            continue
-        if len(pods) == 3:
-            break
-    assert len(set(pods)) == 1, (uid, pods)
-    return int(pods[0])
 
 
 async def ejected_by_envoy(stack: LocalStack) -> set[int]:

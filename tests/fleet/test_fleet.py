@@ -122,7 +122,8 @@ async def test_a_pod_restarted_at_a_new_address_keeps_its_index_and_users(fleet:
 async def test_a_pod_failure_only_the_third_envoy_sees_reaches_the_control_plane(
     fleet: Fleet,
 ) -> None:
-    """gw3 writes no log any replica reads: its load reports carry what it sees."""
+    """gw3 writes no log any replica reads: its load reports, or its admin API that a replica
+    polls (found from its node metadata), carry what it sees."""
     placed = await place(fleet, [f"remote-victim-{i}" for i in range(40)])
     failed = placed["remote-victim-0"]
     victims = [uid for uid, pod in placed.items() if pod == failed]
@@ -139,7 +140,9 @@ async def test_a_pod_failure_only_the_third_envoy_sees_reaches_the_control_plane
     took = time.monotonic() - killed
     reason = (await fleet.pods_state())[failed]["reason"]
     print(f"\npod kill -9 seen by gw3 alone: failed and users moved {took:.2f}s on ({reason})")
-    assert reason.startswith("envoy load reports")
+    # Over the network (whichever came first), not from an event log: the log tail's reasons
+    # read "envoy outlier detection: ..." or "envoy health check: ...".
+    assert reason.startswith(("envoy load reports", "envoy failed_outlier_check")), reason
     for gateway in GATEWAYS:
         assert not await serving_in(fleet, gateway, failed), gateway
 
