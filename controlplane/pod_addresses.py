@@ -54,7 +54,9 @@ class PodAddresses:
             pod = pod.model_copy(update={"host": resolution.address_for(known)})
         if current is not None:
             moved = current.at_host(pod.host)
-            pod = pod.model_copy(update={"health": moved.health, "load": moved.load})
+            pod = pod.model_copy(
+                update={"health": moved.health, "load": moved.load, "epoch": moved.epoch}
+            )
         elif resolution is not None and pod.host is None:
             health = PodHealth(
                 state=PodState.DOWN, since=self._clock(), reason=resolution.down_reason

@@ -98,6 +98,8 @@ class NewUserLimits(BaseModel):
 # The pod's failure reaches every Envoy (its label leaves the EDS) within this: a request
 # routed to the pod before that may still wait a full route timeout after it.
 FENCE_MARGIN_S = 1.0
+# An HTTP header name as Envoy's routes use it: lower case, no pseudo-header.
+HEADER_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
 
 class FailoverSettings(BaseModel):
@@ -109,6 +111,10 @@ class FailoverSettings(BaseModel):
     # keeps its users this long from its first timeout; its requests wait meanwhile. A pod
     # that refuses connections is gone and fails over at once, whatever this says.
     hang_grace_s: float = Field(default=10.0, ge=0, le=3_600)
+    # The request header in which Envoy passes the pod's epoch (None: no header). Every move
+    # raises the epoch of the pods users move to, so a user's requests on its new pod carry
+    # a higher epoch than any its old pod received before the move (docs/operations.md).
+    epoch_header: str | None = Field(default=None, pattern=HEADER_NAME_PATTERN)
 
     def fence_s(self, route_timeout_s: float) -> float:
         """How long a hung pod's users wait, after it failed, before they move: until every
@@ -120,7 +126,7 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: Strategy = Strategy.BOUNDED_HASH
-    uid_header: str = Field(default="x-uid", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    uid_header: str = Field(default="x-uid", pattern=HEADER_NAME_PATTERN)
     # A binding unused this long is forgotten (the user is placed afresh next time).
     binding_idle_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0, le=10 * 365 * 86_400)
     # Bounded-load hashing: no pod takes more than this factor times its fair share.
@@ -134,6 +140,13 @@ class ServiceSettings(BaseModel):
     )
     envoy: EnvoyClusterSettings = EnvoyClusterSettings()
     new_users: NewUserLimits = NewUserLimits()
+
+    @model_validator(mode="after")
+    def _epoch_header_is_its_own(self) -> ServiceSettings:
+        header = self.failover.epoch_header
+        if header is not None and header in (self.uid_header, "host"):
+            raise ValueError(f"failover.epoch_header may not be {header!r}")
+        return self
 
 
 class Service(BaseModel):
@@ -199,6 +212,8 @@ class Pod(BaseModel):
     weight: int = Field(default=1, ge=1, le=1000)
     health: PodHealth = PodHealth()
     load: LoadReport = LoadReport()
+    # Raised to the service's next epoch each time users move here (the epoch header).
+    epoch: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _reachable(self) -> Pod:

@@ -20,15 +20,21 @@ from aiohttp import web
 from controlplane.tls import client_context
 
 UID_HEADER = "x-uid"
+# The header the demo echoes as "epoch" when a request carries it (the name docs/operations.md
+# suggests for a service's failover.epoch_header).
+EPOCH_HEADER = "x-stateful-route-epoch"
 # Where the pod finds the admin token by default: the environment, not the command line that
 # `ps` and `docker inspect` show.
 TOKEN_ENV = "STATEFUL_ROUTE_TOKEN"
 
 
 class DemoPod:
-    def __init__(self, index: int, uid_header: str = UID_HEADER) -> None:
+    def __init__(
+        self, index: int, uid_header: str = UID_HEADER, epoch_header: str = EPOCH_HEADER
+    ) -> None:
         self.index = index
         self.uid_header = uid_header
+        self.epoch_header = epoch_header
         self.counts: Counter[str] = Counter()
         self.active = 0
         self.healthy = True
@@ -49,7 +55,11 @@ class DemoPod:
         self.active += 1
         try:
             self.counts[uid] += 1
-            return web.json_response({"pod": self.index, "uid": uid, "count": self.counts[uid]})
+            body: dict[str, object] = {"pod": self.index, "uid": uid, "count": self.counts[uid]}
+            epoch = request.headers.get(self.epoch_header)
+            if epoch is not None:
+                body["epoch"] = int(epoch) if epoch.isdigit() else epoch
+            return web.json_response(body)
         finally:
             self.active -= 1
 

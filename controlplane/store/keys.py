@@ -25,6 +25,7 @@ class ServiceKeys:
     new_user_tokens: str  # HASH tokens, at: the new-user token bucket (absent while full)
     events: str  # LIST: FailoverEvent JSON, newest first, capped
     leases: str  # ZSET: pod index scored by when its lease ends (unix seconds)
+    epoch: str  # STRING: counter, the last epoch given to a pod users moved to
 
     def pod_users(self, index: int) -> str:
         return f"{self.pod_users_prefix}{index}"
@@ -55,4 +56,5 @@ class KeySpace:
             new_user_tokens=f"{base}:admit",
             events=f"{base}:events",
             leases=f"{base}:leases",
+            epoch=f"{base}:epoch",
         )

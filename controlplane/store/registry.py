@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar, cast
 
 from controlplane.domain import EnvoyLoadShare, LoadReport, Pod, Service, ServiceKey
@@ -48,6 +48,7 @@ class ServiceRegistry:
             keys.last_seen,
             keys.events,
             keys.leases,
+            keys.epoch,
             *(keys.pod_users(int(p)) for p in pods),
         )
 
@@ -110,6 +111,20 @@ class ServiceRegistry:
             if await self._set_if_unchanged(keys=[keys.pods], args=[field, raw, _pod_json(pod)]):
                 return pod, outcome
         raise RuntimeError(f"pod {index} kept changing under {_MAX_CAS_ATTEMPTS} attempts")
+
+    async def raise_epochs(self, keys: ServiceKeys, indices: Iterable[int]) -> int | None:
+        """Give the pods ``indices`` the service's next epoch (higher than any pod had before);
+        returns it, or None if none of them exists."""
+        epoch = int(await self._redis.incr(keys.epoch))
+        raised = None
+        for index in sorted(set(indices)):
+
+            def to_epoch(pod: Pod) -> tuple[Pod, None]:
+                return pod.model_copy(update={"epoch": max(pod.epoch, epoch)}), None
+
+            if await self.update_pod(keys, index, to_epoch) is not None:
+                raised = epoch
+        return raised
 
     async def put_load(self, keys: ServiceKeys, index: int, load: LoadReport) -> None:
         await self._redis.hset(keys.loads, str(index), load.model_dump_json())

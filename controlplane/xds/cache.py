@@ -146,12 +146,20 @@ class SnapshotCache:
         ] = {}
         self._miss_path: Rendered | None = None
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
-        self._route_configs: dict[Placement, tuple[tuple[Service, ...], Rendered]] = {}
+        self._route_configs: dict[
+            Placement, tuple[tuple[tuple[Service, int | None], ...], Rendered]
+        ] = {}
         self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
         self._watchers: set[Callable[[], None]] = set()
         # Called on each staged user: flushes them (the xDS server paces it: each push costs
         # every Envoy a copy of its scope index; alone, the cache flushes at once).
         self.scopes_changed: Callable[[], None] = self.flush_scopes
+        # Service changes told (``service_told``) and applied (``caught_up``): users' scopes
+        # wait for every change told before them, so a route a change alters (a pod's epoch)
+        # reaches Envoy no later than the scopes that name it.
+        self._told = 0
+        self._applied = 0
+        self._scopes_wait_for = 0
         self.closed = False
         self.generation = 0
         # Where Envoy reaches the miss path (the control plane's HTTP listener); set before the
@@ -214,8 +222,32 @@ class SnapshotCache:
         pods = parts.state.pods if parts else ()
         return any(p.index == index and p.keeps_bound_users for p in pods)
 
+    def service_told(self) -> int:
+        """A service change is on its way (applied later with ``update``); returns how many
+        were told so far, which ``caught_up`` is given once they are applied."""
+        self._told += 1
+        return self._told
+
+    def caught_up(self, told: int) -> None:
+        """The first ``told`` service changes are applied: flush the scopes that waited."""
+        self._applied = max(self._applied, told)
+        if self._scopes_wait_for and self._applied >= self._scopes_wait_for:
+            self._scopes_wait_for = 0
+            self._flush_scopes_now()
+
+    @property
+    def told(self) -> int:
+        return self._told
+
     def flush_scopes(self) -> None:
-        """Re-point the staged users' scopes in every group that serves them; publish."""
+        """Re-point the staged users' scopes in every group that serves them; publish. While a
+        service change told earlier is not applied, they wait for it (``caught_up``)."""
+        if self._applied < self._told:
+            self._scopes_wait_for = self._told
+            return
+        self._flush_scopes_now()
+
+    def _flush_scopes_now(self) -> None:
         changed, regrouped = self.users.flush()
         for name in regrouped:
             self._refresh_routes(name)
@@ -238,7 +270,7 @@ class SnapshotCache:
             return own_key, self.users.revision(group)
         scope = self.users.placement_scope(group, placement)
         if scope is None:
-            self.flush_scopes()  # a placement's first user: its scope goes out now
+            self._flush_scopes_now()  # a placement's first user: its scope goes out now
             scope = self.users.placement_scope(group, placement)
         return scope
 
@@ -331,8 +363,14 @@ class SnapshotCache:
             if _in_group(k, self.settings.group(group))
         }
         items = {BALANCED_ROUTE_NAME: self._balanced_route(group, services)}
+        epochs = {
+            (cluster_name(k), pod.index): pod.epoch
+            for k, p in self._parts.items()
+            if p.state.service.settings.failover.epoch_header is not None
+            for pod in p.state.pods
+        }
         for placement in self.users.placements(group):
-            rendered = self._placement_route(placement, services)
+            rendered = self._placement_route(placement, services, epochs)
             items[rendered.name] = rendered
         version = _joint_version(tuple(sorted(items)), items)
         if old is not None and old.version == version:
@@ -347,11 +385,16 @@ class SnapshotCache:
             cached = self._balanced[group] = (inputs, render(res.ROUTE, config.name, config))
         return cached[1]
 
-    def _placement_route(self, placement: Placement, services: Mapping[str, Service]) -> Rendered:
-        inputs = tuple(services[c] for c, _ in placement if c in services)
+    def _placement_route(
+        self,
+        placement: Placement,
+        services: Mapping[str, Service],
+        epochs: Mapping[tuple[str, int], int],
+    ) -> Rendered:
+        inputs = tuple((services[c], epochs.get((c, i))) for c, i in placement if c in services)
         cached = self._route_configs.get(placement)
         if cached is None or cached[0] != inputs:
-            config = res.build_placement_route(services, placement)
+            config = res.build_placement_route(services, placement, epochs)
             rendered = render(res.ROUTE, config.name, config)
             cached = self._route_configs[placement] = (inputs, rendered)
         return cached[1]

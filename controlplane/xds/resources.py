@@ -139,8 +139,10 @@ ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SCOPED = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration"
-# The order ADS pushes in, so Envoy never sees a reference before what it references.
-PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, SCOPED, ROUTE)
+# The order ADS pushes in, so Envoy never sees a reference before what it references. Routes
+# go before scopes: a RouteConfiguration Envoy holds changes (a pod's epoch) before scopes
+# re-point users at it; a new one goes when Envoy asks for it, after the scope naming it.
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SCOPED)
 
 _LB_POLICY = {
     Strategy.ROUND_ROBIN: ClusterLbPolicy.ROUND_ROBIN,
@@ -402,13 +404,17 @@ def build_balanced_route(services: Iterable[Service]) -> RouteConfiguration:
 
 
 def build_placement_route(
-    services: Mapping[str, Service], placement: tuple[tuple[str, int], ...]
+    services: Mapping[str, Service],
+    placement: tuple[tuple[str, int], ...],
+    epochs: Mapping[tuple[str, int], int] | None = None,
 ) -> RouteConfiguration:
     """The routes of the users bound to ``placement``'s pods: each to its pod's subset.
 
     All users of a pod share this RouteConfiguration (their scopes name it), so a user's
     arrival never changes it. A request for a service not in the placement finds no virtual
-    host, and the miss path places the user there too.
+    host, and the miss path places the user there too. A service with an epoch header gets
+    it set to the pod's epoch (``epochs``, by (cluster, index); 0 if absent), replacing any
+    the client sent.
     """
     hosts = []
     for cluster, index in placement:
@@ -417,8 +423,20 @@ def build_placement_route(
             continue  # removed meanwhile: its users' scopes are re-pointed next
         action = _route_action(service)
         action.metadata_match = _pod_metadata(index)
-        hosts.append(_virtual_host(service, action, {"pod": pod_label(index)}))
+        host = _virtual_host(service, action, {"pod": pod_label(index)})
+        header = service.settings.failover.epoch_header
+        if header is not None:
+            epoch = (epochs or {}).get((cluster, index), 0)
+            host.request_headers_to_add = [_set_header(header, str(epoch))]
+        hosts.append(host)
     return RouteConfiguration(name=placement_route_name(placement), virtual_hosts=hosts)
+
+
+def _set_header(name: str, value: str) -> HeaderValueOption:
+    return HeaderValueOption(
+        header=HeaderValue(key=name, value=value),
+        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
 
 
 def _virtual_host(service: Service, action: RouteAction, about: dict[str, str]) -> VirtualHost:

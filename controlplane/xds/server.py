@@ -123,6 +123,7 @@ class XdsServer:
     def _changed(self, key: ServiceKey) -> None:
         if self._task is not None:
             self._pending.add(key)
+            self.cache.service_told()
             self._wake.set()
 
     async def _apply_changes(self) -> None:
@@ -138,6 +139,7 @@ class XdsServer:
             )
             self._wake.clear()
             keys, self._pending = sorted(self._pending), set()
+            told = self.cache.told
             try:
                 states = await asyncio.gather(*(self.source.service_state(k) for k in keys))
             except Exception as exc:  # the source's store is away: try these again shortly
@@ -154,3 +156,4 @@ class XdsServer:
             except (StatefulRouteError, ValidationError, ValueError) as exc:
                 # Keep serving the last good snapshot; the next change tries again.
                 log.error("xds rebuild failed services=%s error=%r", [str(k) for k in keys], exc)
+            self.cache.caught_up(told)

@@ -25,6 +25,15 @@ async def test_put_replaces_the_settings_of_a_known_service(api: Client) -> None
     assert listed == [service]
 
 
+async def test_an_epoch_header_must_be_a_header_name_of_its_own(api: Client) -> None:
+    for bad in ("X-Epoch", "x epoch", ":path", "host", "x-uid", "x-" + "e" * 70):
+        body = {"failover": {"epoch_header": bad}}
+        await expect(await api.put(BASE, json=body), 422, "validation_error")
+    body = {"failover": {"epoch_header": "x-stateful-route-epoch"}}
+    service = await expect(await api.put(BASE, json=body), 200)
+    assert service["settings"]["failover"]["epoch_header"] == "x-stateful-route-epoch"
+
+
 async def test_services_lists_every_registered_service(api: Client) -> None:
     await expect(await api.put("/api/v1/services/a/one"), 200)
     await expect(await api.put("/api/v1/services/b/two"), 200)

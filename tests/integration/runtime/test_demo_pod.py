@@ -29,6 +29,14 @@ async def test_each_user_has_its_own_counter_and_health_can_fail() -> None:
         assert (await client.get("/health")).status == 503
 
 
+async def test_the_pod_echoes_the_epoch_it_was_sent() -> None:
+    async with TestClient(TestServer(DemoPod(index=0).app())) as client:
+        sent = await client.get("/", headers={"x-uid": "alice", "x-stateful-route-epoch": "7"})
+        plain = await client.get("/", headers={"x-uid": "alice"})
+        assert (await sent.json())["epoch"] == 7
+        assert "epoch" not in await plain.json()
+
+
 async def test_the_pod_reports_its_load_with_the_token_from_its_environment() -> None:
     reported: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 

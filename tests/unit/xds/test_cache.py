@@ -303,3 +303,54 @@ def test_a_user_moved_off_a_pod_that_already_lost_its_label_goes_out_at_once() -
     cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.DOWN))})
     sticky.move(LOBBY, ["bob"], 0)  # the failover's move comes after the endpoint change
     assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
+
+
+EPOCH_HEADER = "x-stateful-route-epoch"
+
+
+def epoch_in_route(cache: SnapshotCache, name: str) -> str | None:
+    """The epoch header's value a placement's RouteConfiguration sets, as Envoy gets it."""
+    found = cache.snapshot(ADS).type(res.ROUTE).resources.get(name)  # type: ignore[union-attr]
+    if found is None:
+        return None
+    [host] = json.loads(found.json)["virtualHosts"]
+    [header] = host["requestHeadersToAdd"]
+    value: str = header["header"]["value"]
+    return value
+
+
+def test_a_pods_new_epoch_changes_its_placement_route() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001], failover={"epoch_header": EPOCH_HEADER})
+    cache, sticky = users_cache(lobby)
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    before = cache.snapshot(ADS).type(res.ROUTE).versions["stateful-route:games/lobby=1"]
+    assert epoch_in_route(cache, "stateful-route:games/lobby=1") == "0"
+    cache.update({LOBBY: with_pod(lobby, 1, epoch=4)})
+    after = cache.snapshot(ADS).type(res.ROUTE).versions["stateful-route:games/lobby=1"]
+    assert epoch_in_route(cache, "stateful-route:games/lobby=1") == "4"
+    assert after != before
+
+
+def test_moved_users_scopes_wait_for_the_epoch_change_told_before_them() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001], failover={"epoch_header": EPOCH_HEADER})
+    cache, sticky = users_cache(lobby)
+    sticky.put(LOBBY, "carol", 0, seen=0)  # Envoy already holds pod 0's route (epoch 0)
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=1"  # an Envoy connected
+    seen: list[tuple[str, str | None]] = []  # (bob's route, pod 0's epoch) at every publish
+    cache.watch(
+        lambda: seen.append(
+            (scopes(cache)["ubob"], epoch_in_route(cache, "stateful-route:games/lobby=0"))
+        )
+    )
+    # The executor raises pod 0's epoch and tells the xDS server, then moves bob there.
+    told = cache.service_told()
+    sticky.move(LOBBY, ["bob"], 0)
+    cache.flush_scopes()
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=1"  # held back
+    cache.update({LOBBY: with_pod(lobby, 0, epoch=5)})
+    cache.caught_up(told)
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
+    # Never a publish where bob's scope names pod 0 with its old epoch.
+    assert ("stateful-route:games/lobby=0", "0") not in seen
+    assert seen[-1] == ("stateful-route:games/lobby=0", "5")

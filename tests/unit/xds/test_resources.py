@@ -242,3 +242,22 @@ def test_a_pod_whose_name_does_not_resolve_is_no_endpoint(unresolved: list[int])
     hostnames = [e.endpoint.hostname for g in message.endpoints for e in g.lb_endpoints]
     assert hostnames == [f"pod-{i}" for i in (0, 1) if i not in unresolved]
     assert res.load_assignment_json(state.service.key, pods, weights) == message.to_dict()
+
+
+def test_a_placement_route_sets_the_pods_epoch_header_only_when_the_service_asks() -> None:
+    plain = service_state("games", "lobby", [9000, 9001])
+    fenced = service_state(
+        "games", "lobby", [9000, 9001], failover={"epoch_header": "x-stateful-route-epoch"}
+    )
+    epochs = {("games/lobby", 1): 7}
+    placement = (("games/lobby", 1),)
+    assert "requestHeadersToAdd" not in placement_host(plain, 1)
+    config = res.build_placement_route({"games/lobby": fenced.service}, placement, epochs)
+    [header] = config.to_dict()["virtualHosts"][0]["requestHeadersToAdd"]
+    # Overwrites whatever the client sent: a client cannot claim a newer epoch.
+    assert header == {
+        "header": {"key": "x-stateful-route-epoch", "value": "7"},
+        "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    fresh = res.build_placement_route({"games/lobby": fenced.service}, (("games/lobby", 0),))
+    assert fresh.to_dict()["virtualHosts"][0]["requestHeadersToAdd"][0]["header"]["value"] == "0"
