@@ -222,10 +222,13 @@ class SnapshotCache:
         pods = parts.state.pods if parts else ()
         return any(p.index == index and p.keeps_bound_users for p in pods)
 
-    def service_told(self) -> int:
-        """A service change is on its way (applied later with ``update``); returns how many
-        were told so far, which ``caught_up`` is given once they are applied."""
-        self._told += 1
+    def service_told(self, key: ServiceKey) -> int:
+        """A change of ``key`` is on its way (applied later with ``update``); returns how many
+        changes scopes must wait for so far, which ``caught_up`` is given once they are
+        applied. Only a service with an epoch header (or one not known yet) makes them wait."""
+        parts = self._parts.get(key)
+        if parts is None or parts.state.service.settings.failover.epoch_header is not None:
+            self._told += 1
         return self._told
 
     def caught_up(self, told: int) -> None:

@@ -123,7 +123,7 @@ class XdsServer:
     def _changed(self, key: ServiceKey) -> None:
         if self._task is not None:
             self._pending.add(key)
-            self.cache.service_told()
+            self.cache.service_told(key)
             self._wake.set()
 
     async def _apply_changes(self) -> None:

@@ -344,7 +344,7 @@ def test_moved_users_scopes_wait_for_the_epoch_change_told_before_them() -> None
         )
     )
     # The executor raises pod 0's epoch and tells the xDS server, then moves bob there.
-    told = cache.service_told()
+    told = cache.service_told(LOBBY)
     sticky.move(LOBBY, ["bob"], 0)
     cache.flush_scopes()
     assert scopes(cache)["ubob"] == "stateful-route:games/lobby=1"  # held back
@@ -354,3 +354,13 @@ def test_moved_users_scopes_wait_for_the_epoch_change_told_before_them() -> None
     # Never a publish where bob's scope names pod 0 with its old epoch.
     assert ("stateful-route:games/lobby=0", "0") not in seen
     assert seen[-1] == ("stateful-route:games/lobby=0", "5")
+
+
+def test_changes_of_a_service_without_an_epoch_header_hold_no_scope_back() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001])
+    cache, sticky = users_cache(lobby)
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    scopes(cache)  # an Envoy connected
+    cache.service_told(LOBBY)
+    sticky.move(LOBBY, ["bob"], 0)
+    assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
