@@ -163,6 +163,7 @@ class Router:
         """Bind ``uid`` to ``target`` unless another caller placed it first; -> (pod, ours)."""
         if bound is not None:
             # Bound to a pod that keeps no users: move it, unless someone else just did.
+            await self._services.raise_epochs(cached, [target])
             now = self._clock()
             if await self._store.bindings.move(cached.keys, [uid], target, now, only_from=bound):
                 cached.unbound(bound)

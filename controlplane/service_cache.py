@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
@@ -162,6 +162,15 @@ class ServiceCache:
             self.forget(key)
         self._tell_subscribers(key)
         self._callbacks.on_service_changed(key)
+
+    async def raise_epochs(self, cached: CachedService, targets: Iterable[int]) -> None:
+        """Before users move to ``targets``: give those pods the service's next epoch (if it
+        has an epoch header), and say so first, so the xDS server has their routes carry it
+        no later than the moved users' scopes name them (docs/architecture.md, the epoch)."""
+        if cached.service.settings.failover.epoch_header is None:
+            return
+        if await self._store.registry.raise_epochs(cached.keys, targets) is not None:
+            self.changed(cached.service.key, forget=True)
 
     def changed_elsewhere(self, key: ServiceKey) -> None:
         """Another replica changed the service."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from controlplane.balancer import Candidate
 from controlplane.callbacks import ManagerCallbacks
@@ -175,7 +175,7 @@ class FailoverExecutor:
         """Move ``batch`` off pod ``index`` (those still there), tallying into ``moved`` and
         ``sample``; returns the candidates with their new user counts."""
         plan = plan_moves(batch, candidates, cached.service.settings.hash_balance_factor)
-        await self._raise_epochs(cached, plan)
+        await self._services.raise_epochs(cached, plan)
         for target, uids in plan.items():
             done = await self._store.bindings.move(
                 cached.keys, uids, target, self._clock(), only_from=index
@@ -202,7 +202,7 @@ class FailoverExecutor:
         before = await self._router.current_pod(cached, uid)
         now = self._clock()
         if before != target:
-            await self._raise_epochs(cached, [target])
+            await self._services.raise_epochs(cached, [target])
             await self._store.bindings.move(cached.keys, [uid], target, now, only_from=None)
             if before is not None:
                 cached.unbound(before)
@@ -276,7 +276,7 @@ class FailoverExecutor:
         key = cached.service.key
         moved = 0
         if quota:
-            await self._raise_epochs(cached, [index])
+            await self._services.raise_epochs(cached, [index])
         for source, count in quota.items():
             users = self._store.bindings.users_of(cached.keys, source)
             batch = [uid async for uid in _take(users, count)]
@@ -322,15 +322,6 @@ class FailoverExecutor:
                 if pod.state is PodState.DRAINING and rate and cached.users.get(index, 0):
                     self.start_drainer(key, index, rate)
         return moved
-
-    async def _raise_epochs(self, cached: CachedService, targets: Iterable[int]) -> None:
-        """Before users move to ``targets``: give those pods the service's next epoch, and
-        tell xDS first, so their routes carry it no later than the moved users' scopes name
-        them (the cache holds scopes back until it has every service change told before)."""
-        if cached.service.settings.failover.epoch_header is None:
-            return
-        if await self._store.registry.raise_epochs(cached.keys, targets) is not None:
-            self._services.changed(cached.service.key, forget=True)
 
     async def record(
         self,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from controlplane.domain import Pod, RouteRequest, Service, ServiceSettings, Strategy
+from controlplane.domain import (
+    Pod,
+    PodHealth,
+    PodState,
+    RouteRequest,
+    Service,
+    ServiceSettings,
+    Strategy,
+)
 from controlplane.manager import StatefulRouteManager
 from controlplane.store import Store
 
@@ -83,3 +91,23 @@ async def test_a_rebalance_raises_the_epoch_of_the_pod_it_fills(
     moved_to_one = (await epochs(store))[1]
     await manager.recover_pod(KEY, 0, rebalance=True)
     assert (await epochs(store))[0] > moved_to_one
+
+
+async def test_a_user_placed_again_off_a_failed_pod_raises_its_new_pods_epoch(
+    manager: StatefulRouteManager, store: Store
+) -> None:
+    await register(manager, 2, "x-stateful-route-epoch")
+    await manager.migrate_user(KEY, "alice", 0)
+    on_zero = (await epochs(store))[0]
+
+    def fail(pod: Pod) -> tuple[Pod, None]:  # failed, its users not moved yet (no leader)
+        return pod.model_copy(update={"health": PodHealth(state=PodState.DOWN)}), None
+
+    await store.registry.update_pod(store.keys(KEY), 0, fail)
+    other = StatefulRouteManager(store)  # a replica that reads the failure afresh
+    try:
+        placed = await other.route_request(RouteRequest(namespace=NS, service=SVC, uid="alice"))
+    finally:
+        await other.close()
+    assert placed.pod_index == 1
+    assert (await epochs(store))[1] > on_zero
