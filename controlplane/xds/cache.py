@@ -22,15 +22,15 @@ from controlplane.domain import PodState, Service, ServiceKey, ServiceState
 from controlplane.errors import StatefulRouteError
 from controlplane.xds import resources as res
 from controlplane.xds import wire
+from controlplane.xds.barrier import ChangeBarrier
 from controlplane.xds.config import NodeGroupSettings, XdsSettings
 from controlplane.xds.naming import (
-    BALANCED_ROUTE_NAME,
     LISTENER_NAME,
     MISS_PATH_CLUSTER,
     cluster_name,
 )
 from controlplane.xds.render import Rendered, digest, render, render_with_json
-from controlplane.xds.scopes import Placement
+from controlplane.xds.route_configs import RouteConfigs
 from controlplane.xds.user_scopes import ScopeSnapshot, UserScopes, rest_body
 
 
@@ -146,10 +146,7 @@ class SnapshotCache:
         ] = {}
         self._miss_path: Rendered | None = None
         self._snapshots: dict[SnapshotKey, Snapshot] = {}
-        self._route_configs: dict[
-            Placement, tuple[tuple[tuple[Service, int | None], ...], Rendered]
-        ] = {}
-        self._balanced: dict[str, tuple[tuple[Service, ...], Rendered]] = {}
+        self._route_configs = RouteConfigs()
         self._watchers: set[Callable[[], None]] = set()
         # Called on each staged user: flushes them (the xDS server paces it: each push costs
         # every Envoy a copy of its scope index; alone, the cache flushes at once).
@@ -157,9 +154,7 @@ class SnapshotCache:
         # Service changes told (``service_told``) and applied (``caught_up``): users' scopes
         # wait for every change told before them, so a route a change alters (a pod's epoch)
         # reaches Envoy no later than the scopes that name it.
-        self._told = 0
-        self._applied = 0
-        self._scopes_wait_for = 0
+        self.changes = ChangeBarrier()
         self.closed = False
         self.generation = 0
         # Where Envoy reaches the miss path (the control plane's HTTP listener); set before the
@@ -228,27 +223,19 @@ class SnapshotCache:
         applied. Only a service with an epoch header (or one not known yet) makes them wait."""
         parts = self._parts.get(key)
         if parts is None or parts.state.service.settings.failover.epoch_header is not None:
-            self._told += 1
-        return self._told
+            return self.changes.tell()
+        return self.changes.told
 
     def caught_up(self, told: int) -> None:
         """The first ``told`` service changes are applied: flush the scopes that waited."""
-        self._applied = max(self._applied, told)
-        if self._scopes_wait_for and self._applied >= self._scopes_wait_for:
-            self._scopes_wait_for = 0
+        if self.changes.applied(told):
             self._flush_scopes_now()
-
-    @property
-    def told(self) -> int:
-        return self._told
 
     def flush_scopes(self) -> None:
         """Re-point the staged users' scopes in every group that serves them; publish. While a
         service change told earlier is not applied, they wait for it (``caught_up``)."""
-        if self._applied < self._told:
-            self._scopes_wait_for = self._told
-            return
-        self._flush_scopes_now()
+        if not self.changes.hold():
+            self._flush_scopes_now()
 
     def _flush_scopes_now(self) -> None:
         changed, regrouped = self.users.flush()
@@ -365,42 +352,18 @@ class SnapshotCache:
             for k, p in self._parts.items()
             if _in_group(k, self.settings.group(group))
         }
-        items = {BALANCED_ROUTE_NAME: self._balanced_route(group, services)}
         epochs = {
             (cluster_name(k), pod.index): pod.epoch
             for k, p in self._parts.items()
             if p.state.service.settings.failover.epoch_header is not None
             for pod in p.state.pods
         }
-        for placement in self.users.placements(group):
-            rendered = self._placement_route(placement, services, epochs)
-            items[rendered.name] = rendered
+        placements = self.users.placements(group)
+        items = self._route_configs.for_group(group, services, placements, epochs)
         version = _joint_version(tuple(sorted(items)), items)
         if old is not None and old.version == version:
             return old
         return TypeSnapshot(res.ROUTE, version, dict(sorted(items.items())))
-
-    def _balanced_route(self, group: str, services: Mapping[str, Service]) -> Rendered:
-        inputs = tuple(services[name] for name in sorted(services))
-        cached = self._balanced.get(group)
-        if cached is None or cached[0] != inputs:
-            config = res.build_balanced_route(inputs)
-            cached = self._balanced[group] = (inputs, render(res.ROUTE, config.name, config))
-        return cached[1]
-
-    def _placement_route(
-        self,
-        placement: Placement,
-        services: Mapping[str, Service],
-        epochs: Mapping[tuple[str, int], int],
-    ) -> Rendered:
-        inputs = tuple((services[c], epochs.get((c, i))) for c, i in placement if c in services)
-        cached = self._route_configs.get(placement)
-        if cached is None or cached[0] != inputs:
-            config = res.build_placement_route(services, placement, epochs)
-            rendered = render(res.ROUTE, config.name, config)
-            cached = self._route_configs[placement] = (inputs, rendered)
-        return cached[1]
 
     def _miss_path_cluster(self) -> Rendered:
         if self._miss_path is None:

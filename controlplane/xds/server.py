@@ -139,7 +139,7 @@ class XdsServer:
             )
             self._wake.clear()
             keys, self._pending = sorted(self._pending), set()
-            told = self.cache.told
+            told = self.cache.changes.told
             try:
                 states = await asyncio.gather(*(self.source.service_state(k) for k in keys))
             except Exception as exc:  # the source's store is away: try these again shortly
