@@ -38,7 +38,6 @@ from controlplane.domain import (
     UsersPage,
     check_uid,
 )
-from controlplane.domain.addresses import Resolution
 from controlplane.errors import Conflict, InvalidInput
 from controlplane.failover.executor import FailoverExecutor
 from controlplane.pod_addresses import PodAddresses
@@ -88,11 +87,18 @@ class StatefulRouteManager:
             store, self.services_cache, self.router, callbacks, is_leader=is_leader, clock=clock
         )
         self.health = PodHealthKeeper(store, self.services_cache, self.failover, clock=clock)
+        # Pods given by name: ``addresses.apply`` moves one as a new answer for its name says.
         self.addresses = PodAddresses(
             store, self.services_cache, self.health, resolver or SystemResolver(), clock=clock
         )
+        # Pods registering themselves: ``leases.register``, ``release``, ``check_all``.
         self.leases = PodLeases(
-            store, self.addresses, self.health, drain_s=lease_drain_s, clock=clock
+            store,
+            self.services_cache,
+            self.addresses,
+            self.health,
+            drain_s=lease_drain_s,
+            clock=clock,
         )
         # Users Envoy routes by itself (the xDS server's StateSource reads it).
         self.sticky = self.router.sticky
@@ -132,33 +138,6 @@ class StatefulRouteManager:
         """
         return await self.addresses.register(await self._services.get(key), pod)
 
-    async def apply_resolution(
-        self, key: ServiceKey, index: int, resolution: Resolution
-    ) -> Pod | None:
-        """A new answer for pod ``index``'s name: move it to the address the answer gives, or
-        fail it if none (see ``domain/addresses.py``). None if the pod is gone or renamed."""
-        return await self.addresses.apply(await self._services.get(key), index, resolution)
-
-    async def register_lease(
-        self, key: ServiceKey, pod: Pod, ttl_s: float, *, assign_index: bool = False
-    ) -> tuple[Pod, float]:
-        """A pod registering itself, or renewing its lease, for ``ttl_s``: the pod and when its
-        lease ends. With ``assign_index``, the pod's index is that of the pod at the same name
-        (or address) and port, else the lowest free one."""
-        cached = await self._services.get(key, fresh=True)
-        return await self.leases.register(cached, pod, ttl_s, assign_index=assign_index)
-
-    async def release_lease(self, key: ServiceKey, index: int) -> Pod:
-        """The pod is leaving: its lease ends now, and the lapse policy takes its course."""
-        return await self.leases.release(await self._services.get(key, fresh=True), index)
-
-    async def check_leases(self) -> int:
-        """Drain or fail the pods whose lease lapsed (the leader's job); how many changed."""
-        changed = 0
-        for key in await self.store.registry.service_keys():
-            changed += await self.leases.check(await self._services.get(key))
-        return changed
-
     async def remove_pod(self, key: ServiceKey, index: int) -> FailoverEvent | None:
         """Remove a pod; its users are moved to the other pods first."""
         cached = await self._services.get(key)
@@ -190,10 +169,6 @@ class StatefulRouteManager:
         written when Redis answers again (``replay_pending_binds``).
         """
         return await self.router.route_request(request)
-
-    async def replay_pending_binds(self) -> int:
-        """Write the binds made while Redis was away; returns how many were written."""
-        return await self.router.replay_pending_binds()
 
     async def get_best_pod(
         self, key: ServiceKey, strategy: Strategy | None = None, uid: str = ""
@@ -332,14 +307,7 @@ class StatefulRouteManager:
         """The kept events, newest first; with ``pod`` or ``kind``, only those of that pod or
         type (``limit`` counts the events that match)."""
         keys = (await self._services.get(key)).keys
-        if pod is None and kind is None:
-            return await self.store.history.recent(keys, limit)
-        matching = [
-            event
-            for event in await self.store.history.recent(keys)
-            if (pod is None or event.pod == pod) and (kind is None or event.type == kind)
-        ]
-        return matching[:limit]
+        return await self.store.history.recent(keys, limit, pod=pod, kind=kind)
 
     # -- state for xDS (controlplane.xds.source.StateSource) ------------------------------
 
@@ -361,31 +329,9 @@ class StatefulRouteManager:
         else:
             self.router.follow(key, moves)
 
-    # -- upkeep ----------------------------------------------------------------------------
-
-    async def flush_last_seen(self) -> int:
-        """Write the last-seen times gathered on the hot path; returns how many."""
-        return await self.router.flush_last_seen()
-
-    async def expire_idle(self) -> int:
-        """Forget users idle longer than their service's binding TTL; returns how many."""
-        return await self.router.expire_idle()
-
-    async def reconcile(self) -> int:
-        """Move the users still bound to pods without a label, once their fences have ended
-        (the leader's job); returns users moved."""
-        return await self.failover.reconcile()
-
-    def expire_routes(self) -> int:
-        """Drop users not seen within the route window from Envoy's routes; returns services."""
-        return self.router.expire_routes()
-
-    async def load_routes(self) -> int:
-        """Fill the route table from Redis (users seen within the window); returns users.
-
-        A restarted control plane thus serves Envoy the routes it had before.
-        """
-        return await self.router.load_routes()
+    # Upkeep jobs (server.py runs them) call the parts themselves: ``router.flush_last_seen``,
+    # ``expire_idle``, ``expire_routes``, ``load_routes``, ``replay_pending_binds``, and the
+    # leader's ``failover.reconcile``.
 
     async def close(self) -> None:
         await self.failover.close()

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from controlplane.discovery.resolver import Resolver
-from controlplane.domain import FAILED, HealthSignal, Pod, PodHealth, PodState
+from controlplane.domain import FAILED, HealthSignal, Pod, PodHealth, PodState, ServiceKey
 from controlplane.domain.addresses import Resolution
 from controlplane.pod_health import PodHealthKeeper
 from controlplane.service_cache import CachedService, ServiceCache
@@ -80,9 +80,10 @@ class PodAddresses:
                 )
         return pod
 
-    async def apply(self, cached: CachedService, index: int, resolution: Resolution) -> Pod | None:
+    async def apply(self, key: ServiceKey, index: int, resolution: Resolution) -> Pod | None:
         """Move pod ``index`` as a new answer for its name says; fail it if that leaves it
         without an address. None if the pod is gone or now has another name."""
+        cached = await self._services.get(key)
 
         def change(pod: Pod) -> tuple[Pod, Pod]:
             if pod.name != resolution.name:

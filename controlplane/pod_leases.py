@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from controlplane.domain import FAILED, Pod
+from controlplane.domain import FAILED, Pod, ServiceKey
 from controlplane.domain.leases import RENEWED, after_lapse, after_renewal, lapsed_reason
 from controlplane.errors import NoLease
 from controlplane.pod_addresses import PodAddresses
 from controlplane.pod_health import PodHealthKeeper
-from controlplane.service_cache import CachedService
+from controlplane.service_cache import CachedService, ServiceCache
 from controlplane.store import Store
 
 log = logging.getLogger("stateful_route.manager")
@@ -28,6 +28,7 @@ class PodLeases:
     def __init__(
         self,
         store: Store,
+        services: ServiceCache,
         addresses: PodAddresses,
         health: PodHealthKeeper,
         *,
@@ -35,19 +36,21 @@ class PodLeases:
         clock: Callable[[], float],
     ) -> None:
         self._store = store
+        self._services = services
         self._addresses = addresses
         self._health = health
         self.drain_s = drain_s
         self._clock = clock
 
     async def register(
-        self, cached: CachedService, pod: Pod, ttl_s: float, *, assign_index: bool
+        self, key: ServiceKey, pod: Pod, ttl_s: float, *, assign_index: bool = False
     ) -> tuple[Pod, float]:
         """Register ``pod`` (or renew its lease) for ``ttl_s``; the pod and when its lease ends.
 
         With ``assign_index`` the pod's own index is ignored: it is the index of the pod
         registered at the same name (or address) and port, else the lowest free one.
         """
+        cached = await self._services.get(key, fresh=True)
         current = self._same_place(cached, pod) if assign_index else cached.pods.get(pod.index)
         if current is not None:
             pod = pod.model_copy(update={"index": current.index})
@@ -65,16 +68,25 @@ class PodLeases:
             pod = cached.pods[pod.index]
         return pod, ends_at
 
-    async def release(self, cached: CachedService, index: int) -> Pod:
+    async def release(self, key: ServiceKey, index: int) -> Pod:
         """The pod is leaving: its lease ends now (it is drained now, failed ``drain_s`` on)."""
+        cached = await self._services.get(key, fresh=True)
         cached.pod(index)
         if await self._store.leases.ends_at(cached.keys, index) is None:
             raise NoLease(f"pod {index} holds no lease (it did not register itself)", pod=index)
         await self._store.leases.renew(cached.keys, index, self._clock())
-        await self.check(cached)
+        await self._check(cached)
         return cached.pods[index]
 
-    async def check(self, cached: CachedService) -> int:
+    async def check_all(self) -> int:
+        """Drain or fail the pods whose lease lapsed, in every service (the leader's job); how
+        many pods changed."""
+        changed = 0
+        for key in await self._store.registry.service_keys():
+            changed += await self._check(await self._services.get(key))
+        return changed
+
+    async def _check(self, cached: CachedService) -> int:
         """Drain or fail the pods of one service whose lease lapsed (the leader's job); how
         many pods changed."""
         now = self._clock()

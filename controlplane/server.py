@@ -130,7 +130,7 @@ class Server:
         await self.lease.try_acquire()
         self._tasks.append(asyncio.create_task(self.lease.run(), name="leader-lease"))
         await self._register_configured_services()
-        await self.manager.load_routes()
+        await self.manager.router.load_routes()
         listen = self.settings.listen
         # xDS first: Envoy must find the restored routes before anything else changes them.
         await self.xds_listeners.start()
@@ -141,17 +141,17 @@ class Server:
             self._tasks.append(asyncio.create_task(reload, name="admin-tls-reload"))
         if self.settings.upkeep.health_checks:
             await self.health.start()
-        upkeep = self.settings.upkeep
-        self._every(upkeep.last_seen_flush_s, self.manager.flush_last_seen, "flush-last-seen")
-        self._every(
-            upkeep.idle_expiry_every_s, self._as_leader(self.manager.expire_idle), "expire-idle"
-        )
-        self._every(upkeep.reconcile_every_s, self._as_leader(self.manager.reconcile), "reconcile")
+        upkeep, router = self.settings.upkeep, self.manager.router
+        self._every(upkeep.last_seen_flush_s, router.flush_last_seen, "flush-last-seen")
+        expire_idle = self._as_leader(router.expire_idle)
+        self._every(upkeep.idle_expiry_every_s, expire_idle, "expire-idle")
+        reconcile = self._as_leader(self.manager.failover.reconcile)
+        self._every(upkeep.reconcile_every_s, reconcile, "reconcile")
         discovery = self.settings.discovery
-        leases = self._as_leader(self.manager.check_leases)
+        leases = self._as_leader(self.manager.leases.check_all)
         self._every(discovery.lease_check_every_s, leases, "check-leases")
         self._every(upkeep.route_expiry_every_s, self._expire_routes, "expire-routes")
-        self._every(upkeep.replay_binds_every_s, self.manager.replay_pending_binds, "replay-binds")
+        self._every(upkeep.replay_binds_every_s, router.replay_pending_binds, "replay-binds")
         self._follow_envoy()
         signals = self.settings.signals
         if signals.load_reports:
@@ -260,7 +260,7 @@ class Server:
         return gated
 
     async def _expire_routes(self) -> None:
-        self.manager.expire_routes()
+        self.manager.router.expire_routes()
 
     def _every(self, interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         loop = run_every(interval_s, job, name, self.outage)

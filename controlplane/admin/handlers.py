@@ -186,7 +186,7 @@ async def register_lease(request: web.Request) -> web.Response:
     body = await read_body(request, LeaseRequest)
     index = body.known_index
     manager = _context(request).manager
-    pod, ends_at = await manager.register_lease(
+    pod, ends_at = await manager.leases.register(
         key, body.to_pod(index or 0), body.ttl_s, assign_index=index is None
     )
     status = await _pod_status(manager, key, pod.index)
@@ -197,7 +197,7 @@ async def register_lease(request: web.Request) -> web.Response:
 async def release_lease(request: web.Request) -> web.Response:
     key, index = service_key(request), pod_index(request)
     manager = _context(request).manager
-    await manager.release_lease(key, index)
+    await manager.leases.release(key, index)
     return json_response(await _pod_status(manager, key, index))
 
 

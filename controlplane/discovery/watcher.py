@@ -1,7 +1,7 @@
 """Pods' names resolved again, in the background: on the leader, every ``every_s`` for a
 serving pod, every ``failed_every_s`` for a failed or unresolved one, and at once for a pod
 whose failure is reported (``pod_failed``). The manager applies each answer
-(``StatefulRouteManager.apply_resolution``); this module only decides when to ask.
+(``StatefulRouteManager.addresses.apply``); this module only decides when to ask.
 
 Nothing here is on a request's path. Each pod's answer is logged once per change of its
 outcome (resolved to an address, name missing, resolver not answering), not once per round.
@@ -88,7 +88,7 @@ class PodNameWatcher:
             self._kicked.discard((key, pod.index))
             self._note(key, pod.index, answer)
             try:
-                await self._manager.apply_resolution(key, pod.index, answer)
+                await self._manager.addresses.apply(key, pod.index, answer)
             except StatefulRouteError as exc:  # the pod or service left meanwhile
                 log.info("resolve_skipped service=%s pod=%d error=%s", key, pod.index, exc.message)
         return len(due)

@@ -52,7 +52,7 @@ def at(host: str, port: int = 8080) -> Pod:
 
 
 async def register(manager: StatefulRouteManager, host: str, ttl_s: float = TTL_S) -> Pod:
-    pod, _ = await manager.register_lease(KEY, at(host), ttl_s, assign_index=True)
+    pod, _ = await manager.leases.register(KEY, at(host), ttl_s, assign_index=True)
     return pod
 
 
@@ -78,11 +78,11 @@ async def test_pods_without_an_index_get_the_lowest_free_one_and_keep_it_when_th
     assert [(await register(manager, f"10.2.0.{n}")).index for n in (1, 2, 3)] == [0, 2, 3]
     written = await store.redis.hget(store.keys(KEY).pods, "2")
     clock.now += 2.0
-    pod, ends_at = await manager.register_lease(KEY, at("10.2.0.2"), TTL_S, assign_index=True)
+    pod, ends_at = await manager.leases.register(KEY, at("10.2.0.2"), TTL_S, assign_index=True)
     assert (pod.index, ends_at) == (2, clock.now + TTL_S)
     assert await store.redis.hget(store.keys(KEY).pods, "2") == written  # only the lease moved
     # Another port is another pod.
-    other, _ = await manager.register_lease(KEY, at("10.2.0.2", 9090), TTL_S, assign_index=True)
+    other, _ = await manager.leases.register(KEY, at("10.2.0.2", 9090), TTL_S, assign_index=True)
     assert other.index == 4
 
 
@@ -95,7 +95,7 @@ async def test_pods_registering_at_once_never_share_an_index(
 
 
 async def test_a_pod_registering_by_name_is_resolved(manager: StatefulRouteManager) -> None:
-    pod, _ = await manager.register_lease(KEY, Pod(index=7, name="worker-a", port=8080), TTL_S)
+    pod, _ = await manager.leases.register(KEY, Pod(index=7, name="worker-a", port=8080), TTL_S)
     assert (pod.index, pod.host, pod.state) == (7, "10.2.0.1", PodState.HEALTHY)
 
 
@@ -106,19 +106,19 @@ async def test_a_lapsed_lease_drains_the_pod_then_fails_it_and_its_users_move(
         await register(manager, f"10.2.0.{n}", TTL_S if n == 1 else 3600.0)
     users = await users_on(manager, 1)
     clock.now += TTL_S + 1
-    assert await manager.check_leases() == 1
+    assert await manager.leases.check_all() == 1
     assert await state(manager, 1) == (PodState.DRAINING, "lease lapsed 1.0 s ago")
     bound = {(await manager.get_binding(KEY, uid)).pod for uid in users}
     assert bound == {1}  # a drained pod keeps its users: only the renewals may be lost
-    assert await manager.check_leases() == 0  # nothing new until the drain time is over
+    assert await manager.leases.check_all() == 0  # nothing new until the drain time is over
 
     clock.now += DRAIN_S
-    assert await manager.check_leases() == 1
+    assert await manager.leases.check_all() == 1
     assert await state(manager, 1) == (PodState.DOWN, "lease lapsed 11.0 s ago")
     assert 1 not in {(await manager.get_binding(KEY, uid)).pod for uid in users}
     event = (await manager.get_failover_history(KEY, kind=FailoverType.POD_FAILURE))[0]
     assert (event.pod, event.affected_users) == (1, len(users))
-    assert await manager.check_leases() == 0  # done with it: the lease is dropped
+    assert await manager.leases.check_all() == 0  # done with it: the lease is dropped
 
 
 async def test_a_renewal_after_a_lapse_brings_the_pod_back(
@@ -126,14 +126,14 @@ async def test_a_renewal_after_a_lapse_brings_the_pod_back(
 ) -> None:
     await register(manager, "10.2.0.1")
     clock.now += TTL_S + 1
-    await manager.check_leases()
+    await manager.leases.check_all()
     assert (await state(manager, 0))[0] is PodState.DRAINING
     await register(manager, "10.2.0.1")
     assert await state(manager, 0) == (PodState.HEALTHY, "lease renewed")
 
     clock.now += TTL_S + DRAIN_S + 1
-    await manager.check_leases()
-    await manager.check_leases()
+    await manager.leases.check_all()
+    await manager.leases.check_all()
     assert (await state(manager, 0))[0] is PodState.DOWN
     await register(manager, "10.2.0.1")
     assert await state(manager, 0) == (PodState.RECOVERING, "lease renewed")
@@ -148,7 +148,7 @@ async def test_leases_live_in_redis_so_any_replica_sees_them_lapse(
     other = make_manager(store, clock)
     try:
         clock.now += TTL_S + 1
-        assert await other.check_leases() == 1
+        assert await other.leases.check_all() == 1
         assert (await state(manager, 0))[0] is PodState.DRAINING
     finally:
         await other.close()
@@ -156,11 +156,11 @@ async def test_leases_live_in_redis_so_any_replica_sees_them_lapse(
 
 async def test_a_pod_leaving_ends_its_lease_now(manager: StatefulRouteManager) -> None:
     await register(manager, "10.2.0.1")
-    pod = await manager.release_lease(KEY, 0)
+    pod = await manager.leases.release(KEY, 0)
     assert pod.state is PodState.DRAINING
     await manager.upsert_pod(KEY, Pod(index=5, host="10.9.9.9", port=8080))
     with pytest.raises(NoLease, match="pod 5 holds no lease"):
-        await manager.release_lease(KEY, 5)
+        await manager.leases.release(KEY, 5)
 
 
 async def test_removing_a_pod_drops_its_lease(

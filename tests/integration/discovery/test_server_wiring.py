@@ -63,7 +63,7 @@ async def test_a_failed_pod_is_sent_to_be_resolved_again(
 
 async def test_the_leader_drains_a_pod_whose_lease_lapsed(server: Server) -> None:
     pod = Pod(index=5, host="127.0.0.1", port=free_port())
-    await server.manager.register_lease(KEY, pod, ttl_s=0.2)
+    await server.manager.leases.register(KEY, pod, ttl_s=0.2)
 
     async def drained() -> bool:
         pods = {p.index: p for p in await server.manager.pods(KEY)}

@@ -67,7 +67,7 @@ async def test_a_drain_asked_of_a_follower_is_moved_by_the_leader_alone_at_the_r
 
     async def upkeep() -> None:  # the leader's reconcile, as Server runs it (faster here)
         while True:
-            await leader.reconcile()
+            await leader.failover.reconcile()
             await asyncio.sleep(0.05)
 
     await service_with_users(follower, 8)

@@ -123,7 +123,7 @@ async def test_a_reconcile_during_a_failover_leaves_every_user_to_its_one_event(
     async def reconcile_once_failed() -> int:  # once the pod is marked, before it is emptied
         while (await manager.get_service_load_status(KEY))[1].state is not PodState.DOWN:
             await changes.get()
-        return await manager.reconcile()
+        return await manager.failover.reconcile()
 
     event, reconciled = await asyncio.gather(
         manager.handle_pod_failure(KEY, 1), reconcile_once_failed()

@@ -76,12 +76,12 @@ async def test_a_hung_pod_fails_after_the_grace_and_its_users_move_only_when_its
     # Fenced: requests sent to it may still be answered; nobody moves, not even through the
     # miss path, and a reconcile leaves them too.
     clock.now = FENCE_ENDS - 0.1
-    assert await manager.reconcile() == 0
+    assert await manager.failover.reconcile() == 0
     assert {await place(manager, uid) for uid in victims} == {0}
     assert await pods_of(store, victims) == {0}
 
     clock.now = FENCE_ENDS + 0.1
-    assert await manager.reconcile() == len(victims)
+    assert await manager.failover.reconcile() == len(victims)
     assert 0 not in await pods_of(store, victims)
 
 

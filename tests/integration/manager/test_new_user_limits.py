@@ -71,7 +71,7 @@ async def test_idle_expiry_makes_room_for_new_users_again(
     with pytest.raises(NewUsersLimited):
         await manager.route_request(request("new"))
     clock.now += ServiceSettings().binding_idle_ttl_s + 1
-    assert await manager.expire_idle() == 2
+    assert await manager.router.expire_idle() == 2
     assert (await manager.route_request(request("new"))).new_binding
 
 

@@ -116,6 +116,6 @@ async def test_idle_users_are_forgotten_after_the_service_ttl(
     clock.now += 7 * 24 * 3600 - 10
     await manager.route_request(request("busy"))  # seen again: stays
     clock.now += 20
-    assert await manager.expire_idle() == 1
+    assert await manager.router.expire_idle() == 1
     keys = store.keys(KEY)
     assert {uid async for uid, _ in store.bindings.scan(keys)} == {"busy"}

@@ -66,7 +66,7 @@ async def test_users_unseen_for_the_window_leave_the_routes_but_keep_their_bindi
     clock.now += 300
     await routed(manager, "bob")
     clock.now += 301
-    assert manager.expire_routes() == 1
+    assert manager.router.expire_routes() == 1
     assert set(await routes(manager)) == {"bob"}
     assert (await manager.get_binding(KEY, "alice")).pod == pod
     assert await routed(manager, "alice") == pod
@@ -79,9 +79,9 @@ async def test_a_restarted_manager_serves_the_same_routes(
     manager = await make_service()
     for i in range(50):
         await routed(manager, f"u{i}")
-    await manager.flush_last_seen()
+    await manager.router.flush_last_seen()
     before = await routes(manager)
     restarted = StatefulRouteManager(store)
-    assert await restarted.load_routes() == 50
+    assert await restarted.router.load_routes() == 50
     assert await routes(restarted) == before
     await restarted.close()

@@ -59,7 +59,7 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
     with pytest.raises(StoreUnavailable):  # a replica that never saw the service cannot guess
         await other.route_request(ask("new-0"))
     with pytest.raises(RedisError):  # still away: the pending binds stay pending
-        await manager.replay_pending_binds()
+        await manager.router.replay_pending_binds()
     assert during_old == before
     assert len(set(during_new.values())) > 1  # spread, not piled on one pod
 
@@ -67,7 +67,7 @@ async def test_routing_survives_an_outage_and_binds_made_meanwhile_are_written_a
 
     async def replayed() -> int | None:
         try:
-            return await manager.replay_pending_binds()
+            return await manager.router.replay_pending_binds()
         except RedisError:  # the client reconnects on its next call
             return None
 
