@@ -10,12 +10,11 @@ import asyncio
 import os
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,11 +25,10 @@ import yaml
 from controlplane.domain import NewUserLimits, PodState
 from controlplane.errors import InvalidInput
 from controlplane.runtime.demo_pod import TOKEN_ENV
-from controlplane.runtime.envoy import EnvoyProcess, EnvoyTls, bundled_bootstrap, load_bootstrap
-from controlplane.runtime.pki import CONTROLPLANE_NAME, CertFiles, ThrowawayCa
+from controlplane.runtime.envoy import EnvoyProcess, bundled_bootstrap, load_bootstrap
 from controlplane.runtime.ports import free_port, port_is_free
 from controlplane.runtime.redis_server import RedisServer
-from controlplane.tls import client_context
+from controlplane.runtime.stack_tls import StackTls, client_session
 
 NAMESPACE, SERVICE, UID_HEADER = "demo", "echo", "x-uid"
 
@@ -161,10 +159,7 @@ class LocalStack:
         self.xds_rest_port = 0
         self.xds_grpc_port = 0
         self.envoy_admin_port = 0
-        self.ca: ThrowawayCa | None = None
-        self.server_cert: CertFiles | None = None
-        self.envoy_cert: CertFiles | None = None
-        self.client_tls: ssl.SSLContext | None = None
+        self.tls: StackTls | None = None  # with ``config.tls``, made at start
 
     # -- addresses ----------------------------------------------------------------------------
 
@@ -176,7 +171,7 @@ class LocalStack:
     @property
     def ca_file(self) -> Path | None:
         """The throwaway CA's certificate (with ``tls``): what clients of the stack trust."""
-        return self.ca.ca_file if self.ca is not None else None
+        return self.tls.ca_file if self.tls is not None else None
 
     @property
     def envoy_node_id(self) -> str:
@@ -202,7 +197,7 @@ class LocalStack:
             self._choose_ports()
             if self.config.tls:
                 progress(f"a throwaway CA in {self.workdir / 'tls'}")
-                self._make_certificates()
+                self.tls = StackTls(self.workdir / "tls", self.envoy_node_id)
             progress(f"redis-server on {self.config.host}")
             self.redis = await asyncio.to_thread(
                 RedisServer(
@@ -256,52 +251,11 @@ class LocalStack:
         self.envoy_admin_port = free_port(self.config.host)
         self.pod_ports = [free_port(self.config.host) for _ in range(self.config.pods)]
 
-    def _make_certificates(self) -> None:
-        self.ca = ThrowawayCa(self.workdir / "tls")
-        self.server_cert = self.ca.issue_server()
-        # The Envoy's certificate names its node group, which the control plane checks.
-        self.envoy_cert = self.ca.issue("envoy", "default", self.envoy_node_id)
-        self.client_tls = client_context(self.ca.ca_file)
-
-    def _session(self, **kwargs: Any) -> aiohttp.ClientSession:
-        """A client session that trusts the stack's CA (with ``tls``)."""
-        connector = aiohttp.TCPConnector(ssl=self.client_tls or True)
-        return aiohttp.ClientSession(connector=connector, **kwargs)
-
-    def _tls_settings(self) -> dict[str, Any]:
-        if self.ca is None or self.server_cert is None:
-            return {}
-        server = {
-            "cert_file": str(self.server_cert.cert_file),
-            "key_file": str(self.server_cert.key_file),
-        }
-        return {
-            "xds": {"tls": {**server, "client_ca_file": str(self.ca.ca_file)}},
-            "admin": {"tls": server},
-        }
-
     # -- parts --------------------------------------------------------------------------------
 
     def controlplane_settings(self) -> dict[str, Any]:
         assert self.redis is not None
         host = self.config.host
-        # A busy laptop answers slowly: a generous timeout, while a dead pod (connection
-        # refused) fails at once and Envoy's outlier detection reports it sooner still.
-        check = {
-            "interval_s": self.config.health_interval_s,
-            "timeout_s": 2.0,
-            "unhealthy_threshold": 3,
-            "healthy_threshold": 2,
-        }
-        envoy = {
-            "outlier_detection": {
-                "consecutive_5xx": 3,
-                "consecutive_gateway_failure": 3,
-                "interval_s": 1.0,
-                "base_ejection_time_s": 10.0,
-                "max_ejection_percent": 100,
-            }
-        }
         settings: dict[str, Any] = {
             "redis": {"url": self.redis.url},
             "listen": {
@@ -317,33 +271,15 @@ class LocalStack:
             "upkeep": {"route_window_s": self.config.route_window_s},
             # Envoy names its admin API in its node metadata (load_bootstrap's admin_port).
             "signals": {"poll_discovered_envoys": True},
-            "services": [
-                {
-                    "namespace": NAMESPACE,
-                    "name": SERVICE,
-                    "settings": _merge(
-                        {
-                            "uid_header": UID_HEADER,
-                            "domains": ["*"],
-                            "health_check": check,
-                            "envoy": envoy,
-                            "new_users": self.config.new_users.model_dump(mode="json"),
-                        },
-                        self.config.service_settings,
-                    ),
-                    "pods": [
-                        {"index": i, "host": host, "port": port}
-                        for i, port in enumerate(self.pod_ports)
-                    ],
-                }
-            ],
+            "services": [_demo_service(self.config, self.pod_ports)],
         }
         if self.config.share_event_log:
             settings["xds"]["health_event_log_path"] = str(self.health_log)
             settings["signals"].update(
                 outlier_event_log=str(self.outlier_log), health_event_log=str(self.health_log)
             )
-        return _merge(_merge(settings, self._tls_settings()), self.config.extra_settings)
+        tls = self.tls.controlplane_settings() if self.tls is not None else {}
+        return _merge(_merge(settings, tls), self.config.extra_settings)
 
     async def start_controlplane(self) -> None:
         config = self.workdir / "controlplane.yaml"
@@ -413,10 +349,7 @@ class LocalStack:
     async def start_envoy(self) -> None:
         transport = self.config.transport
         port = self.xds_rest_port if transport == "rest" else self.xds_grpc_port
-        tls = None
-        if self.ca is not None and self.envoy_cert is not None:
-            cert = self.envoy_cert
-            tls = EnvoyTls(cert.cert_file, cert.key_file, self.ca.ca_file, CONTROLPLANE_NAME)
+        tls = self.tls.envoy() if self.tls is not None else None
         config = load_bootstrap(
             bundled_bootstrap(transport),
             xds_port=port,
@@ -439,66 +372,114 @@ class LocalStack:
 
     async def wait_until_routing(self, timeout_s: float = 20.0) -> None:
         """Until a request through Envoy reaches a pod."""
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(
-                        self.proxy_url + "/", headers={UID_HEADER: "stack-probe"}
-                    ) as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    tail = self.envoy.log_tail() if self.envoy else ""
-                    raise TimeoutError(f"envoy did not route within {timeout_s}s\n{tail}")
-                await asyncio.sleep(0.1)
+
+        def failure() -> str:
+            tail = self.envoy.log_tail() if self.envoy else ""
+            return f"envoy did not route within {timeout_s}s\n{tail}"
+
+        async with aiohttp.ClientSession(headers={UID_HEADER: "stack-probe"}) as session:
+            await poll_until(session, self.proxy_url + "/", _status(200), timeout_s, failure)
 
     async def wait_until_pods_healthy(self, timeout_s: float = 20.0) -> None:
         """Until the control plane holds every pod of the demo service healthy."""
         url = f"{self.admin_url}/api/v1/services/{NAMESPACE}/{SERVICE}/pods"
         headers = {"Authorization": f"Bearer {self.token}"}
-        deadline = time.monotonic() + timeout_s
         states: dict[int, str] = {}
-        async with self._session(headers=headers) as session:
-            while True:
-                try:
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            pods = await response.json()
-                            states = {p["pod_index"]: p["state"] for p in pods}
-                except aiohttp.ClientError:
-                    pass
-                healthy = [i for i, state in states.items() if state == PodState.HEALTHY]
-                if len(healthy) == self.config.pods:
-                    return
-                if time.monotonic() > deadline:
-                    tail = self.controlplane.log_tail() if self.controlplane else ""
-                    raise TimeoutError(
-                        f"pods not all healthy within {timeout_s}s: {states}\n{tail}"
-                    )
-                await asyncio.sleep(0.1)
+
+        async def all_healthy(response: aiohttp.ClientResponse) -> bool:
+            if response.status == 200:
+                states.update({p["pod_index"]: p["state"] for p in await response.json()})
+            healthy = [i for i, state in states.items() if state == PodState.HEALTHY]
+            return len(healthy) == self.config.pods
+
+        def failure() -> str:
+            tail = self.controlplane.log_tail() if self.controlplane else ""
+            return f"pods not all healthy within {timeout_s}s: {states}\n{tail}"
+
+        async with client_session(self.tls, headers=headers) as session:
+            await poll_until(session, url, all_healthy, timeout_s, failure)
 
     async def _wait_for(
         self, url: str, process: ManagedProcess, what: str, *, status: int, timeout_s: float = 20.0
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with self._session() as session:
-            while True:
-                if not process.running:
-                    raise RuntimeError(f"{what} exited:\n{process.log_tail()}")
-                try:
-                    async with session.get(url) as response:
-                        if response.status == status:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{what} did not answer in {timeout_s}s:\n{process.log_tail()}"
-                    )
-                await asyncio.sleep(0.05)
+        def alive() -> None:
+            if not process.running:
+                raise RuntimeError(f"{what} exited:\n{process.log_tail()}")
+
+        def failure() -> str:
+            return f"{what} did not answer in {timeout_s}s:\n{process.log_tail()}"
+
+        async with client_session(self.tls) as session:
+            await poll_until(
+                session, url, _status(status), timeout_s, failure, every_s=0.05, alive=alive
+            )
+
+
+def _demo_service(config: StackConfig, pod_ports: list[int]) -> dict[str, Any]:
+    """The demo service as the control plane's settings file gives it, its pods included."""
+    # A busy laptop answers slowly: a generous timeout, while a dead pod (connection refused)
+    # fails at once and Envoy's outlier detection reports it sooner still.
+    check = {
+        "interval_s": config.health_interval_s,
+        "timeout_s": 2.0,
+        "unhealthy_threshold": 3,
+        "healthy_threshold": 2,
+    }
+    outlier_detection = {
+        "consecutive_5xx": 3,
+        "consecutive_gateway_failure": 3,
+        "interval_s": 1.0,
+        "base_ejection_time_s": 10.0,
+        "max_ejection_percent": 100,
+    }
+    settings = {
+        "uid_header": UID_HEADER,
+        "domains": ["*"],
+        "health_check": check,
+        "envoy": {"outlier_detection": outlier_detection},
+        "new_users": config.new_users.model_dump(mode="json"),
+    }
+    return {
+        "namespace": NAMESPACE,
+        "name": SERVICE,
+        "settings": _merge(settings, config.service_settings),
+        "pods": [
+            {"index": i, "host": config.host, "port": port} for i, port in enumerate(pod_ports)
+        ],
+    }
+
+
+async def poll_until(
+    session: aiohttp.ClientSession,
+    url: str,
+    done: Callable[[aiohttp.ClientResponse], Awaitable[bool]],
+    timeout_s: float,
+    failure: Callable[[], str],
+    *,
+    every_s: float = 0.1,
+    alive: Callable[[], None] = lambda: None,
+) -> None:
+    """GET ``url`` until ``done`` says so of an answer; TimeoutError with ``failure()`` after
+    ``timeout_s`` (``alive`` raises first if what should answer is gone)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive()
+        try:
+            async with session.get(url) as response:
+                if await done(response):
+                    return
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(failure())
+        await asyncio.sleep(every_s)
+
+
+def _status(expected: int) -> Callable[[aiohttp.ClientResponse], Awaitable[bool]]:
+    async def done(response: aiohttp.ClientResponse) -> bool:
+        return response.status == expected
+
+    return done
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

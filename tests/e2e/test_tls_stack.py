@@ -39,8 +39,8 @@ async def stack(request: pytest.FixtureRequest) -> AsyncIterator[LocalStack]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    assert stack.client_tls is not None
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.client_tls)) as s:
+    assert stack.tls is not None
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=stack.tls.client)) as s:
         yield Client(stack, s)
 
 
@@ -103,8 +103,8 @@ async def test_a_miss_path_call_naming_another_group_than_its_certificate_is_403
     client: Client,
 ) -> None:
     stack = client.stack
-    assert stack.ca is not None
-    blue = stack.ca.issue("blue-envoy", "blue")
+    assert stack.tls is not None
+    blue = stack.tls.ca.issue("blue-envoy", "blue")
     context = trusting_the_stack(stack)
     context.load_cert_chain(blue.cert_file, blue.key_file)
     assert await call_miss_path(stack, context, "intruder-blue") == 403
