@@ -25,8 +25,8 @@ from controlplane.domain import (
 )
 from controlplane.domain.models import SAMPLE_SIZE
 from controlplane.errors import PodNotEligible
+from controlplane.failover.fence import Fences
 from controlplane.failover.plan import plan_moves, rebalance_quota
-from controlplane.outage import UNREACHABLE
 from controlplane.router import Router
 from controlplane.service_cache import CachedService, ServiceCache
 from controlplane.store import Store
@@ -62,8 +62,8 @@ class FailoverExecutor:
         # One evacuation of a pod at a time: the failure that starts one and the periodic
         # reconcile must not split its users between two events.
         self._evacuations: dict[tuple[ServiceKey, int], asyncio.Lock] = {}
-        # Hung pods that failed: the task that evacuates each when its fence ends.
-        self._fenced: dict[tuple[ServiceKey, int], asyncio.Task[None]] = {}
+        # Hung pods that failed: evacuated when their fence ends.
+        self.fences = Fences(services, self.evacuate, is_leader=is_leader, clock=clock)
 
     async def after_transition(
         self,
@@ -78,7 +78,7 @@ class FailoverExecutor:
         key = cached.service.key
         fence = transition.health.fenced_until
         if transition.failed and self.is_leader() and fence is not None and fence > self._clock():
-            self.evacuate_after_fence(key, index, reason or signal.value, fence)
+            self.fences.start(key, index, reason or signal.value, fence)
             return None
         if transition.failed and self.is_leader():
             return await self.evacuate(cached, index, reason or signal.value)
@@ -92,35 +92,6 @@ class FailoverExecutor:
                 cached, FailoverType.POD_DRAINED, pod=index, reason=reason, count=users
             )
         return None
-
-    def evacuate_after_fence(self, key: ServiceKey, index: int, reason: str, until: float) -> None:
-        """Evacuate a hung pod that failed once its fence ends (``until``, on the clock):
-        a request sent to it before its failure reached Envoy may be answered until then, and
-        its user must not have moved by then (the fence, docs/architecture.md)."""
-        if self._fenced.get((key, index)):
-            return
-        log.info(
-            "failover_fenced service=%s pod=%d wait_s=%.2f reason=%r",
-            key, index, until - self._clock(), reason,
-        )  # fmt: skip
-        task = asyncio.create_task(
-            self._evacuate_at(key, index, reason, until), name=f"fence-{key}-{index}"
-        )
-        self._fenced[key, index] = task
-        task.add_done_callback(lambda _: self._fenced.pop((key, index), None))
-
-    async def _evacuate_at(self, key: ServiceKey, index: int, reason: str, until: float) -> None:
-        await asyncio.sleep(max(0.0, until - self._clock()))
-        try:
-            cached = await self._services.get(key, fresh=True)
-            pod = cached.pods.get(index)
-            # Resumed meanwhile (RECOVERING) it still has no label: its users move all the same.
-            if self.is_leader() and pod is not None and not pod.keeps_bound_users:
-                await self.evacuate(cached, index, reason)
-        except UNREACHABLE as exc:  # the leader's next reconcile moves them
-            log.warning("fenced_failover_deferred service=%s pod=%d error=%r", key, index, exc)
-        except Exception:
-            log.exception("fenced_failover_failed service=%s pod=%d", key, index)
 
     async def evacuate(
         self,
@@ -314,7 +285,7 @@ class FailoverExecutor:
                     reason = pod.health.reason or pod.state.value
                     fence = pod.health.fenced_until
                     if fence is not None and fence > self._clock():
-                        self.evacuate_after_fence(key, index, reason, fence)
+                        self.fences.start(key, index, reason, fence)
                         continue
                     event = await self.evacuate(cached, index, reason, leftovers=True)
                     moved += event.affected_users if event else 0
@@ -352,10 +323,11 @@ class FailoverExecutor:
 
     async def close(self) -> None:
         """Stop the movers of draining pods and of fenced ones."""
-        drainers = [*self._drainers.values(), *self._fenced.values()]
+        drainers = list(self._drainers.values())
         for task in drainers:
             task.cancel()
         await asyncio.gather(*drainers, return_exceptions=True)
+        await self.fences.close()
 
 
 async def _take(source: AsyncIterator[str], count: int) -> AsyncIterator[str]:
