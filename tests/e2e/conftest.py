@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -90,6 +91,48 @@ async def served_in_the_end(client: Client, uid: str, within_s: float = 10.0) ->
             await asyncio.sleep(0.05)  # a client's back-off while the user's scope travels
     assert len(set(pods)) == 1, (uid, pods)
     return int(pods[0])
+
+
+@dataclass(frozen=True)
+class Kill:
+    """A pod killed while its users kept asking: who they were and how long things took."""
+
+    victim: int
+    victims: list[str]
+    detected_s: float  # kill -> the control plane holds the pod in the state waited for
+    rebound_s: float  # kill -> every one of its users bound elsewhere
+
+
+async def kill_while_asked(
+    client: Client, stack: LocalStack, prefix: str, users: int, state: str
+) -> Kill:
+    """Place ``users`` users, kill -9 the first one's pod while its users keep asking, and
+    wait until the control plane holds that pod ``state`` and has moved its users."""
+    uids = [f"{prefix}-{i}" for i in range(users)]
+    placed = {uid: (await client.ask(uid))["pod"] for uid in uids}
+    victim = placed[uids[0]]
+    victims = [uid for uid, pod in placed.items() if pod == victim]
+    stop = asyncio.Event()
+    asking = asyncio.create_task(keep_asking(client, victims, stop))
+    stack.pods[victim].kill()
+    killed = time.monotonic()
+    try:
+
+        async def in_state() -> bool:
+            return (await client.pods())[victim]["state"] == state
+
+        await client.until(in_state, timeout_s=10.0, every_s=0.02)
+        detected = time.monotonic() - killed
+
+        async def moved() -> bool:
+            return victim not in [await client.pod_of(uid) for uid in victims]
+
+        await client.until(moved, timeout_s=10.0)
+        rebound = time.monotonic() - killed
+    finally:
+        stop.set()
+        await asking
+    return Kill(victim, victims, detected, rebound)
 
 
 async def keep_asking(client: Client, uids: list[str], stop: asyncio.Event) -> None:

@@ -7,8 +7,6 @@ admin API that Envoy named in its node metadata.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,7 +14,7 @@ import pytest_asyncio
 
 from controlplane.runtime.stack import LocalStack, StackConfig
 
-from .conftest import Client, keep_asking
+from .conftest import Client, kill_while_asked
 
 pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,30 +50,8 @@ async def test_an_envoy_is_known_by_the_admin_api_its_node_names(
 async def test_an_ejection_polled_from_a_discovered_envoy_fails_the_pod(
     stack: LocalStack, client: Client
 ) -> None:
-    uids = [f"admin-eject-{i}" for i in range(12)]
-    placed = {uid: (await client.ask(uid))["pod"] for uid in uids}
-    victim = placed[uids[0]]
-    victims = [uid for uid, pod in placed.items() if pod == victim]
-
-    stop = asyncio.Event()
-    asking = asyncio.create_task(keep_asking(client, victims, stop))
-    stack.pods[victim].kill()
-    killed = time.monotonic()
-    try:
-
-        async def ejected() -> bool:
-            return (await client.pods())[victim]["state"] == "ejected"
-
-        await client.until(ejected, timeout_s=10.0, every_s=0.02)
-        detected = time.monotonic() - killed
-
-        async def moved() -> bool:
-            return victim not in [await client.pod_of(uid) for uid in victims]
-
-        await client.until(moved, timeout_s=10.0)
-    finally:
-        stop.set()
-        await asking
+    kill = await kill_while_asked(client, stack, "admin-eject", 12, "ejected")
+    victim, detected = kill.victim, kill.detected_s
     assert "failed_outlier_check" in (await client.pods())[victim]["reason"]
     print(f"\nkill -9 -> pod ejected via a discovered Envoy's admin API: {detected:.2f}s")
     await stack.restart_pod(victim)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,7 +16,7 @@ import pytest_asyncio
 
 from controlplane.runtime.stack import LocalStack, StackConfig
 
-from .conftest import Client, keep_asking
+from .conftest import Client, kill_while_asked
 
 pytestmark = [pytest.mark.envoy, pytest.mark.asyncio(loop_scope="module")]
 
@@ -75,32 +74,9 @@ async def test_requests_in_flight_through_envoy_are_a_pods_load(
 async def test_a_killed_pod_is_failed_by_envoys_load_reports_and_its_users_move(
     stack: LocalStack, client: Client
 ) -> None:
-    uids = [f"lrs-kill-{i}" for i in range(16)]
-    placed = {uid: (await client.ask(uid))["pod"] for uid in uids}
-    victim = placed[uids[0]]
-    victims = [uid for uid, pod in placed.items() if pod == victim]
-
-    stop = asyncio.Event()
-    asking = asyncio.create_task(keep_asking(client, victims, stop))
-    stack.pods[victim].kill()
-    killed = time.monotonic()
-    try:
-
-        async def failed() -> bool:
-            return (await client.pods())[victim]["state"] == "down"
-
-        await client.until(failed, timeout_s=10.0, every_s=0.02)
-        detected = time.monotonic() - killed
-
-        async def moved() -> bool:
-            pods = [await client.pod_of(uid) for uid in victims]
-            return victim not in pods
-
-        await client.until(moved, timeout_s=10.0)
-        rebound = time.monotonic() - killed
-    finally:
-        stop.set()
-        await asking
+    kill = await kill_while_asked(client, stack, "lrs-kill", 16, "down")
+    victim, victims = kill.victim, kill.victims
+    detected, rebound = kill.detected_s, kill.rebound_s
     pod = (await client.pods())[victim]
     assert "envoy load reports" in pod["reason"]
     for uid in victims:
