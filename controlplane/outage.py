@@ -9,7 +9,6 @@ answers. Any other exception is unexpected and still logged with its traceback b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import ClusterDownError, ConnectionError, RedisError, TimeoutError
 
 from controlplane.errors import StoreUnavailable
+from controlplane.tasks import cancel_all
 
 log = logging.getLogger("stateful_route.redis")
 upkeep_log = logging.getLogger("stateful_route.server")
@@ -61,9 +61,7 @@ class RedisOutage:
 
     async def close(self) -> None:
         if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+            await cancel_all([self._probe])
 
     async def _until_back(self) -> None:
         while True:

@@ -33,6 +33,7 @@ from controlplane.signals.envoy_events import (
 )
 from controlplane.signals.load_reports import FleetLoadSignals
 from controlplane.store import Store
+from controlplane.tasks import cancel_all
 from controlplane.tls import ReloadingServerContext
 from controlplane.xds.listeners import XdsListeners
 from controlplane.xds.load_stats import LoadReporting
@@ -165,9 +166,7 @@ class Server:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self.health.stop()
         await self.outage.close()
         for runner in reversed(self._runners):

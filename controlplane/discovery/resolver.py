@@ -68,7 +68,8 @@ class SystemResolver:
         # The slot is held until the thread is done, even past our timeout.
         lookup.add_done_callback(lambda _: self._slots.release())
         try:
-            infos = await asyncio.wait_for(asyncio.shield(lookup), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # wait_for can swallow a cancel
+                infos = await asyncio.shield(lookup)
         except TimeoutError:
             lookup.add_done_callback(_consume)
             return Resolution(name, error=f"no answer within {self._timeout_s:g} s")

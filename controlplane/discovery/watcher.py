@@ -68,7 +68,9 @@ class PodNameWatcher:
                 except Exception:  # one bad round must not end the re-resolution
                     log.exception("resolve_round_failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._failed_every_s)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                async with asyncio.timeout(self._failed_every_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def round(self) -> int:

@@ -30,6 +30,7 @@ from controlplane.failover.plan import plan_moves, rebalance_quota
 from controlplane.router import Router
 from controlplane.service_cache import CachedService, ServiceCache
 from controlplane.store import Store
+from controlplane.tasks import cancel_all
 
 log = logging.getLogger("stateful_route.manager")
 
@@ -323,10 +324,7 @@ class FailoverExecutor:
 
     async def close(self) -> None:
         """Stop the movers of draining pods and of fenced ones."""
-        drainers = list(self._drainers.values())
-        for task in drainers:
-            task.cancel()
-        await asyncio.gather(*drainers, return_exceptions=True)
+        await cancel_all(self._drainers.values())
         await self.fences.close()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from controlplane.domain import ServiceKey
 from controlplane.outage import UNREACHABLE
 from controlplane.service_cache import CachedService, ServiceCache
+from controlplane.tasks import cancel_all
 
 log = logging.getLogger("stateful_route.manager")
 
@@ -65,7 +66,4 @@ class Fences:
             log.exception("fenced_failover_failed service=%s pod=%d", key, index)
 
     async def close(self) -> None:
-        waiting = list(self._waiting.values())
-        for task in waiting:
-            task.cancel()
-        await asyncio.gather(*waiting, return_exceptions=True)
+        await cancel_all(self._waiting.values())

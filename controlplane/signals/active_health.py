@@ -12,6 +12,7 @@ from controlplane.domain import HealthReport, Pod, ServiceKey
 from controlplane.errors import StatefulRouteError, UnknownService
 from controlplane.manager import StatefulRouteManager
 from controlplane.outage import UNREACHABLE, RedisOutage
+from controlplane.tasks import cancel_all
 
 log = logging.getLogger("stateful_route.health")
 
@@ -72,10 +73,7 @@ class ActiveHealthChecker:
         self._supervisor = asyncio.create_task(self._supervise(), name="health-supervisor")
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._supervisor] if self._supervisor else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([*self._tasks.values(), *([self._supervisor] if self._supervisor else [])])
         self._tasks.clear()
         if self._session is not None:
             await self._session.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from grpclib.server import Server
 
+from controlplane.tasks import cancel_all
 from controlplane.tls import ReloadingServerContext
 from controlplane.xds.server import XdsServer
 
@@ -89,10 +89,7 @@ class XdsListeners:
         self.grpc_port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        for task in self._reloads:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._reloads)
         await self.xds.stop()  # answers held requests and ends streams first
         if self._grpc is not None:
             self._grpc.close()

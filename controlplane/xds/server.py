@@ -4,7 +4,6 @@ the REST routes and the ADS service to the aiohttp app and grpclib server that c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 
 from controlplane.domain import ServiceKey
 from controlplane.errors import StatefulRouteError
+from controlplane.tasks import cancel_all
 from controlplane.xds.cache import SnapshotCache
 from controlplane.xds.clients import ConnectedEnvoys, EnvoyView, XdsObserver
 from controlplane.xds.config import XdsSettings
@@ -71,9 +71,7 @@ class XdsServer:
             self._scope_push.cancel()
             self._scope_push = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
             self._task = None
         self.cache.close()
 

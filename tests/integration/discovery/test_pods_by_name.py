@@ -7,6 +7,7 @@ through the system's resolver.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -242,3 +243,16 @@ async def test_a_pod_without_an_address_cannot_be_recovered_by_hand(
     await watcher.round()
     with pytest.raises(Conflict, match="pod 0 has no address: its name pod-0 does not resolve"):
         await manager.recover_pod(KEY, 0)
+
+
+async def test_the_watcher_stops_when_cancelled_as_a_failure_report_wakes_it(
+    manager: StatefulRouteManager, watcher: PodNameWatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(manager, "is_leader", lambda: False)  # a follower only waits
+    running = asyncio.create_task(watcher.run())
+    for _ in range(3):  # into the wait for the next round
+        await asyncio.sleep(0)
+    watcher.pod_failed(KEY, 0)
+    running.cancel()  # in the same loop round as the wake: 3.11's wait_for lost this cancel
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=2)
