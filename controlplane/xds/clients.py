@@ -47,6 +47,8 @@ class EnvoyView(BaseModel):
     types: dict[str, TypeStatusView]
     # Its admin API, as its node metadata names it (admin_url); None: not named.
     admin_url: str | None = None
+    # The Envoy version the node reports (major.minor.patch); None: not an Envoy or not said.
+    envoy_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class ConnectedEnvoy:
     # The scope table revision this Envoy last acknowledged; None: no scopes accepted yet.
     scope_revision: int | None = None
     admin_url: str | None = None
+    envoy_version: str | None = None
 
     def view(self) -> EnvoyView:
         return EnvoyView(
@@ -71,6 +74,7 @@ class ConnectedEnvoy:
             last_seen=self.last_seen,
             types={t: s.model_copy() for t, s in self.types.items()},
             admin_url=self.admin_url,
+            envoy_version=self.envoy_version,
         )
 
 
@@ -104,7 +108,12 @@ class ConnectedEnvoys:
                 self._observer.xds_pushed(type_url)
 
     def enter(
-        self, node_id: str, group: str, transport: Transport, admin_url: str | None = None
+        self,
+        node_id: str,
+        group: str,
+        transport: Transport,
+        admin_url: str | None = None,
+        envoy_version: str | None = None,
     ) -> ConnectedEnvoy:
         """A request or stream from this node begins (``admin_url``: where its admin API is)."""
         now = self._clock()
@@ -116,6 +125,7 @@ class ConnectedEnvoys:
             self._clients[key] = client
         client.node_group = group
         client.admin_url = admin_url
+        client.envoy_version = envoy_version
         client.last_seen = now
         client.in_flight += 1
         return client

@@ -57,6 +57,12 @@ def build_version(node: Node) -> EnvoyVersion | None:
     return EnvoyVersion(*node.build_version)
 
 
+def shown_version(node: Node) -> str | None:
+    """The Envoy version ``node`` reports, as the admin API shows it (``1.40.0``)."""
+    version = build_version(node)
+    return None if version is None else str(version)
+
+
 def judge(node: Node, minimum: EnvoyVersion = MINIMUM_ENVOY) -> Verdict:
     """The verdict on ``node``, from its user agent's name and build version."""
     version = build_version(node)

@@ -22,7 +22,7 @@ from controlplane.xds import wire
 from controlplane.xds.cache import SnapshotCache, SnapshotKey
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
-from controlplane.xds.envoy_version import EnvoyGate
+from controlplane.xds.envoy_version import EnvoyGate, shown_version
 from controlplane.xds.identity import PeerCheck
 from controlplane.xds.protocol import DeltaRequest, Node, Request, admin_url, node_group
 from controlplane.xds.session import AdsSession
@@ -109,7 +109,7 @@ class AggregatedDiscovery:
             raise GRPCError(grpclib.const.Status.PERMISSION_DENIED, refusal)
         peer = stream.peer.addr()
         where = admin_url(node, peer[0] if peer else None)
-        client = self._clients.enter(node.id, group, transport, where)
+        client = self._clients.enter(node.id, group, transport, where, shown_version(node))
         key = SnapshotKey(group, res.SourceKind.ADS)
         session = new_session()
         wake = asyncio.Event()

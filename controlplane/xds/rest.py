@@ -22,7 +22,7 @@ from controlplane.xds import resources as res
 from controlplane.xds.cache import SnapshotCache, SnapshotKey, View
 from controlplane.xds.clients import ConnectedEnvoys, Transport
 from controlplane.xds.config import XdsSettings
-from controlplane.xds.envoy_version import EnvoyGate
+from controlplane.xds.envoy_version import EnvoyGate, shown_version
 from controlplane.xds.identity import PeerCheck
 from controlplane.xds.protocol import Node, Request, SotwSubscription, admin_url, node_group
 from controlplane.xds.user_scopes import ScopeView
@@ -169,7 +169,7 @@ class RestDiscovery:
         poller = self._poller(node.id, parsed)
         sub = poller.subscription
         where = admin_url(node, request.remote)
-        client = self._clients.enter(node.id, group, Transport.REST, where)
+        client = self._clients.enter(node.id, group, Transport.REST, where, shown_version(node))
         try:
             reply = sub.on_poll(parsed)
             if reply is not None:

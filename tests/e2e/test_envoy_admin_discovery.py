@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from controlplane.runtime.stack import LocalStack, StackConfig
+from tests.support.envoy_wheels import binary_version
 
 from .conftest import Client, kill_while_asked
 
@@ -39,12 +40,13 @@ async def stack() -> AsyncIterator[LocalStack]:
     await stack.stop()
 
 
-async def test_an_envoy_is_known_by_the_admin_api_its_node_names(
+async def test_an_envoy_is_known_by_the_admin_api_its_node_names_and_by_its_version(
     stack: LocalStack, client: Client
 ) -> None:
     assert stack.envoy is not None
     [envoy] = await client.admin("GET", "/api/v1/envoys")
     assert envoy["admin_url"] == stack.envoy.admin_url
+    assert envoy["envoy_version"] == str(binary_version(stack.envoy.binary))
 
 
 async def test_an_ejection_polled_from_a_discovered_envoy_fails_the_pod(
