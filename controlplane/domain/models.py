@@ -319,6 +319,7 @@ class PodStatus(BaseModel):
     active_connections: int
     requests_total: int | None  # a counter; None: nothing reports it for this pod
     bound_users: int
+    epoch: int  # raised each time users move here (sent in failover.epoch_header, if set)
 
     @classmethod
     def of(cls, pod: Pod, bound_users: int) -> PodStatus:
@@ -338,6 +339,7 @@ class PodStatus(BaseModel):
             active_connections=pod.load.active_connections,
             requests_total=pod.load.requests_total,
             bound_users=bound_users,
+            epoch=pod.epoch,
         )
 
 

@@ -45,6 +45,8 @@ async def test_a_migrated_users_new_pod_gets_an_epoch_above_its_old_ones(
     await manager.migrate_user(KEY, "alice", back)
     after_two = await epochs(store)
     assert after_two[back] > after_two[target] > after_one[source]
+    shown = await manager.get_service_load_status(KEY)
+    assert {i: status.epoch for i, status in shown.items()} == after_two
 
 
 async def test_a_failover_raises_the_epoch_of_every_pod_that_took_users(
