@@ -94,8 +94,8 @@ def debian_mirror() -> str:
         if not path.is_file() or path.suffix not in ("", ".list", ".sources"):
             continue
         text = path.read_text()
-        deb822 = re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE)
-        one_line = re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s", text, re.MULTILINE)
+        deb822: list[str] = re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE)
+        one_line: list[str] = re.findall(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s", text, re.MULTILINE)
         for uri in deb822 + one_line:
             if uri.startswith("http") and "security" not in uri:
                 return uri.rstrip("/")

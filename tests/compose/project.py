@@ -64,6 +64,17 @@ class ComposeProject:
 
     def containers(self) -> dict[str, tuple[str, str]]:
         """Service -> (container ID, image ID) of the project's long-running containers."""
+        return {service: (c["Id"], c["Image"]) for service, c in self._inspect().items()}
+
+    def health(self) -> dict[str, str | None]:
+        """Service -> its container's health (``healthy``, ...); None: it has no healthcheck."""
+        return {
+            service: (c["State"].get("Health") or {}).get("Status")
+            for service, c in self._inspect().items()
+        }
+
+    def _inspect(self) -> dict[str, dict[str, Any]]:
+        """Service -> what the engine says of its long-running container."""
         ids = docker(
             "ps", "--all", "--quiet", "--no-trunc",
             "--filter", f"label=com.docker.compose.project={self.name}",
@@ -73,8 +84,7 @@ class ComposeProject:
             return {}
         found = {}
         for container in json.loads(docker("inspect", *ids)):
-            service = container["Config"]["Labels"]["com.docker.compose.service"]
-            found[service] = (container["Id"], container["Image"])
+            found[container["Config"]["Labels"]["com.docker.compose.service"]] = container
         return found
 
     def leftovers(self) -> list[str]:

@@ -55,6 +55,7 @@ class Stack:
     admin_url: str
     envoy_admin_url: str
     first_containers: dict[str, tuple[str, str]]  # right after the first `up`
+    first_health: dict[str, str | None]  # likewise
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,7 @@ def stack(engine: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterat
             admin_url=f"http://{project.address('controlplane', 9901)}",
             envoy_admin_url=f"http://{project.address('envoy', 9902)}",
             first_containers=project.containers(),
+            first_health=project.health(),
         )
         wait_until(lambda: every_pod_serves(stack), "every pod healthy", within_s=60)
         yield stack
@@ -107,9 +109,9 @@ def get_json(url: str, token: str | None = None) -> Any:
 
 def every_pod_serves(stack: Stack) -> bool:
     """Whether the control plane holds every pod healthy and Envoy every endpoint. `up --wait`
-    waits for Envoy and the control plane only; their first checks of the pods, which start
-    after them, failed, and until the pods are healthy again a user's requests may reach more
-    than one pod (seen here: a user on pods 2 and 3 within five requests)."""
+    waits until the pods answer, but the control plane's and Envoy's first checks of them,
+    which start before the pods, failed; until those pass again a user's requests may reach
+    more than one pod (seen here: a user on pods 2 and 3 within five requests)."""
     try:
         pods = get_json(f"{stack.admin_url}{SERVICE_PATH}/pods", stack.project.token)
         clusters = get_json(f"{stack.envoy_admin_url}/clusters?format=json")["cluster_statuses"]
@@ -275,6 +277,13 @@ def test_loadgen_passes(stack: Stack) -> None:
     (summary,) = [line for line in done.stdout.splitlines() if line.startswith("loadgen ")]
     assert "failed=0 moved_users=0" in summary, done.stdout
     print(f"\n{summary}")
+
+
+def test_up_wait_returns_once_every_service_answers_its_healthcheck(stack: Stack) -> None:
+    assert stack.first_health == {
+        **{"redis": "healthy", "controlplane": "healthy", "envoy": "healthy"},
+        **{f"pod-{index}": "healthy" for index in range(PODS)},
+    }
 
 
 def test_a_second_up_recreates_no_container(stack: Stack) -> None:

@@ -305,6 +305,8 @@ def test_each_pod_is_registered_by_its_compose_name_and_has_no_fixed_address(
         assert flag(command, "--host") == "0.0.0.0"
         assert flag(command, "--report-to") == f"http://controlplane:{settings.listen.admin_port}"
         assert "ports" not in pod  # reached through Envoy only
+        # `up --wait` waits for the pod to answer on the port it is registered at.
+        assert f"127.0.0.1:{spec.port}/health" in " ".join(pod["healthcheck"]["test"])
     assert settings.discovery.address_family == "ipv4"  # the demo pods listen on 0.0.0.0
 
 
