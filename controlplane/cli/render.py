@@ -145,9 +145,10 @@ def envoys(found: list[Json], now: float) -> list[str]:
         return ["no Envoy is connected"]
     lines = []
     for envoy in found:
+        version = f" envoy={envoy['envoy_version']}" if envoy.get("envoy_version") else ""
         lines.append(
-            f"{envoy['node_id']}  group={envoy['node_group']} transport={envoy['transport']} "
-            f"connected {ago(envoy['connected_since'], now)}, "
+            f"{envoy['node_id']}  group={envoy['node_group']} transport={envoy['transport']}"
+            f"{version} connected {ago(envoy['connected_since'], now)}, "
             f"last seen {ago(envoy['last_seen'], now)}"
         )
         for type_url, state in sorted(envoy.get("types", {}).items()):

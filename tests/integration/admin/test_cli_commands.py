@@ -202,7 +202,7 @@ async def test_envoys_shows_what_each_acknowledged_and_its_last_nack(
     envoys.append(
         EnvoyView(
             node_id="envoy-a", node_group="edge", transport=Transport.DELTA,
-            connected_since=now - 120, last_seen=now - 1,
+            envoy_version="1.40.0", connected_since=now - 120, last_seen=now - 1,
             types={
                 CLUSTERS: TypeStatusView(acked_version="7", acked_at=now - 60),
                 SCOPES: TypeStatusView(
@@ -213,7 +213,7 @@ async def test_envoys_shows_what_each_acknowledged_and_its_last_nack(
         )
     )  # fmt: skip
     head, clusters, scopes = (await cli.ok("envoys")).splitlines()
-    assert head.startswith("envoy-a  group=edge transport=delta connected 2m ago")
+    assert head.startswith("envoy-a  group=edge transport=delta envoy=1.40.0 connected 2m ago")
     assert clusters.split() == ["Cluster", "acked", "7", "(1m", "ago)"]
     assert scopes.split()[:4] == ["ScopedRouteConfiguration", "acked", "41", "(5s"]
     assert scopes.endswith("; NACKED 42 (2s ago): bad scope")
