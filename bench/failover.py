@@ -2,7 +2,8 @@
 SIGSTOP of a pod past its hang grace -> late answers from it after its users moved.
 
 A whole local stack (Redis, the control plane as a subprocess, 4 demo pods, Envoy over delta
-ADS: the transport for thousands of users).
+ADS: the transport for thousands of users; ``--transport ads`` for state-of-the-world ADS,
+whose scope pushes resend every user's scope).
 Users are bound through Envoy; the users of one pod then send requests without pause while
 that pod is killed. Measured from the kill: the last request that failed (Envoy's retries to
 another pod should hide the death), the moment the control plane's binding table holds no user
@@ -28,12 +29,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 
 from bench._common import Figure, Scenario, until
-from controlplane.runtime.stack import NAMESPACE, SERVICE, UID_HEADER, LocalStack, StackConfig
+from controlplane.runtime.stack import (
+    NAMESPACE,
+    SERVICE,
+    UID_HEADER,
+    LocalStack,
+    StackConfig,
+    Transport,
+)
 
 HANG_SETTINGS = {
     "failover": {"hang_grace_s": 5.0},
@@ -265,13 +273,14 @@ async def _stop_one_pod(
     }
 
 
-async def run(users: int) -> Scenario:
+async def run(users: int, transport: Transport = "delta") -> Scenario:
     scenario = Scenario(
         "failover",
         "Failover: kill -9 of a pod under load",
-        f"python -m bench.failover --users {users}",
+        f"python -m bench.failover --users {users} --transport {transport}",
         params={
             "users": users,
+            "transport": transport,
             "pods": 4,
             "load_workers": WORKERS,
             "after_kill_s": AFTER_KILL_S,
@@ -279,7 +288,7 @@ async def run(users: int) -> Scenario:
             "hang_rate_per_s": HANG_RATE_PER_S,
         },
     )
-    ours = await measure(StackConfig(pods=4, transport="delta"), users)
+    ours = await measure(StackConfig(pods=4, transport=transport), users)
     # No Envoy signal read: only the control plane's own health checks find the dead pod.
     blind = {
         "signals": {
@@ -288,7 +297,7 @@ async def run(users: int) -> Scenario:
             "load_reports": False,
         }
     }
-    baseline = await measure(StackConfig(pods=4, transport="delta", extra_settings=blind), users)
+    baseline = await measure(StackConfig(pods=4, transport=transport, extra_settings=blind), users)
     what = "active health checks only (1 s x 3)"
     scenario.add(
         Figure(
@@ -391,7 +400,9 @@ async def run(users: int) -> Scenario:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=200)
-    asyncio.run(run(parser.parse_args().users))
+    parser.add_argument("--transport", choices=get_args(Transport), default="delta")
+    args = parser.parse_args()
+    asyncio.run(run(args.users, args.transport))
 
 
 if __name__ == "__main__":
