@@ -12,6 +12,7 @@ no user named before) adds a RouteConfiguration.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -131,8 +132,10 @@ class SnapshotCache:
         self,
         settings: XdsSettings,
         user_routes: Callable[[ServiceKey], Mapping[str, int]] = lambda _: {},
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._clock = clock  # the pods' health times' clock (a hang's fence)
         self.users = UserScopes(user_routes)
         self._rest = res.RestSource(
             settings.rest_xds_cluster,
@@ -358,8 +361,15 @@ class SnapshotCache:
             if p.state.service.settings.failover.epoch_header is not None
             for pod in p.state.pods
         }
+        now = self._clock()
+        gone = {
+            (cluster_name(k), pod.index)
+            for k, p in self._parts.items()
+            for pod in p.state.pods
+            if not pod.holds_users(now)
+        }
         placements = self.users.placements(group)
-        items = self._route_configs.for_group(group, services, placements, epochs)
+        items = self._route_configs.for_group(group, services, placements, epochs, gone)
         version = _joint_version(tuple(sorted(items)), items)
         if old is not None and old.version == version:
             return old

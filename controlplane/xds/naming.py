@@ -21,6 +21,8 @@ SCOPED_ROUTES_NAME = "stateful-route"
 BALANCED_ROUTE_NAME = "stateful-route.balanced"
 # The control plane as the miss path's server; no "/", so no service cluster can take it.
 MISS_PATH_CLUSTER = "stateful-route.miss-path"
+# The Lua filter's script that the route of a pod holding its users no more names.
+MOVED_SCRIPT = "stateful-route.moved"
 MISS_PATH = "/stateful-route/miss"
 # With xds.tls, Envoy's bootstrap holds its client certificate and the control plane's CA as
 # static secrets of these names; the miss path's cluster refers to them (runtime/envoy.py).

@@ -21,7 +21,7 @@ How a request finds its user's pod (docs/architecture.md tells it in full):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -73,6 +73,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
     FilterConfig,
     RetryPolicy,
     RetryPolicyRetryBackOff,
@@ -85,7 +86,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
-from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
+from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua, LuaPerRoute
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -122,6 +123,7 @@ from controlplane.xds.naming import (
     LISTENER_NAME,
     MISS_PATH,
     MISS_PATH_CLUSTER,
+    MOVED_SCRIPT,
     POD_SUBSET_KEY,
     SCOPE_KEY_HEADER,
     SCOPED_ROUTES_NAME,
@@ -407,6 +409,7 @@ def build_placement_route(
     services: Mapping[str, Service],
     placement: tuple[tuple[str, int], ...],
     epochs: Mapping[tuple[str, int], int] | None = None,
+    gone: Collection[tuple[str, int]] = (),
 ) -> RouteConfiguration:
     """The routes of the users bound to ``placement``'s pods: each to its pod's subset.
 
@@ -415,12 +418,19 @@ def build_placement_route(
     host, and the miss path places the user there too. A service with an epoch header gets
     it set to the pod's epoch (``epochs``, by (cluster, index); 0 if absent), replacing any
     the client sent.
+
+    A pod in ``gone`` (by (cluster, index)) holds its users no more: its route asks the miss
+    path where each user is now (``_moved_host``), so a failover's users are served by their
+    new pods before each one's scope is re-pointed.
     """
     hosts = []
     for cluster, index in placement:
         service = services.get(cluster)
         if service is None:
             continue  # removed meanwhile: its users' scopes are re-pointed next
+        if (cluster, index) in gone:
+            hosts.append(_moved_host(service))
+            continue
         action = _route_action(service)
         action.metadata_match = _pod_metadata(index)
         host = _virtual_host(service, action, {"pod": pod_label(index)})
@@ -430,6 +440,31 @@ def build_placement_route(
             host.request_headers_to_add = [_set_header(header, str(epoch))]
         hosts.append(host)
     return RouteConfiguration(name=placement_route_name(placement), virtual_hosts=hosts)
+
+
+def _moved_host(service: Service) -> VirtualHost:
+    """The virtual host of a service whose pod no longer holds the users sent here: the Lua
+    filter's script for it (``MOVED_SCRIPT``) asks the control plane where the user is now and
+    selects that scope. Where it cannot, the route's own answer stands: 503, never a pod Envoy picks
+    (a user served there would move twice, its state split)."""
+    about = {
+        "service": str(service.key),
+        "uid_header": service.settings.uid_header,
+        "moved": "true",
+    }
+    route = Route(
+        match=RouteMatch(prefix="/"),
+        direct_response=DirectResponseAction(
+            status=503, body=DataSource(inline_string="the user's pod is gone; ask again\n")
+        ),
+        metadata=Metadata(filter_metadata={LUA_FILTER: _struct(about)}),
+        typed_per_filter_config={LUA_FILTER: Any.pack(LuaPerRoute(name=MOVED_SCRIPT))},
+    )
+    return VirtualHost(
+        name=cluster_name(service.key),
+        domains=[*service_domains(service.key), *service.settings.domains],
+        routes=[route],
+    )
 
 
 def _set_header(name: str, value: str) -> HeaderValueOption:
@@ -563,6 +598,7 @@ def build_listener(
 
 
 def _miss_path_lua(group: str) -> Lua:
+    """The miss path's script, and the one the routes of gone pods name (``MOVED_SCRIPT``)."""
     template = files("controlplane.xds").joinpath("misspath.lua").read_text()
     constants = {
         "KEY_HEADER": SCOPE_KEY_HEADER,
@@ -579,7 +615,10 @@ def _miss_path_lua(group: str) -> Lua:
         code = code.replace(f"@{name}@", json.dumps(value))  # a JSON string is a Lua string
     timeout_ms = str(round(MISS_PATH_TIMEOUT_S * 1000))
     code = code.replace("@TIMEOUT_MS@", timeout_ms)
-    return Lua(default_source_code=DataSource(inline_string=code))
+    return Lua(
+        default_source_code=DataSource(inline_string=code.replace("@ENTRY@", "on_miss")),
+        source_codes={MOVED_SCRIPT: DataSource(inline_string=code.replace("@ENTRY@", "on_moved"))},
+    )
 
 
 def build_miss_path_cluster(host: str, port: int, *, tls: bool = False) -> Cluster:

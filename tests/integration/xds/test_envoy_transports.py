@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -125,6 +126,47 @@ async def test_a_user_whose_pod_lost_its_label_is_refused_not_served_by_another_
 
     assert await eventually(refused)
     assert [await status() for _ in range(5)] == [503] * 5
+
+
+async def test_a_user_whose_pod_is_gone_is_served_where_the_control_plane_says_at_once(
+    plane: Plane,
+) -> None:
+    # Before its own scope is re-pointed: the gone pod's route asks the miss path, whose
+    # answer here is the scope of a user on pod 2 (the control plane names a placement's).
+    key = add_service(plane, "games", "maze")
+    plane.source.route(key, {"erin": 1, "frank": 2})
+    await wait_for_cluster(plane, "games/maze")
+
+    async def served_by() -> int | None:
+        try:
+            return int((await get(plane.listener_port, "maze.games", "erin"))["pod"])
+        except (AssertionError, aiohttp.ClientError):
+            return None
+
+    assert await eventually(lambda: _is(served_by, 1))
+    plane.stack.miss_answers.scopes["erin"] = "ufrank"
+    plane.source.update_pod(key, 1, health=PodHealth(state=PodState.DOWN))
+    assert await eventually(lambda: _is(served_by, 2))
+    assert [await served_by() for _ in range(5)] == [2] * 5
+    # Envoy still names erin's old placement: nothing re-pointed her scope.
+    scope = await erins_scope(plane)
+    assert scope == "stateful-route:games/maze=1"
+
+
+async def _is(probe: Callable[[], Awaitable[int | None]], expected: int) -> bool:
+    return await probe() == expected
+
+
+async def erins_scope(plane: Plane) -> str | None:
+    """The RouteConfiguration erin's own scope names in Envoy."""
+    dump = await plane.envoy.config_dump("dynamic_scoped_route_configs")
+    for config in dump["configs"]:
+        for scope in config.get("scoped_route_configs", []):
+            scope = scope.get("scoped_route_config", scope)
+            if scope["name"] == "uerin":
+                route: str = scope["route_configuration_name"]
+                return route
+    return None
 
 
 async def test_weight_change_and_unhealthy_pod_show_in_clusters(plane: Plane) -> None:

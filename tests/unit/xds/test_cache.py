@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 
 import pytest
 from envoy_data_plane.envoy.config.route.v3 import (
@@ -32,13 +34,15 @@ LOBBY = ServiceKey("games", "lobby")
 
 
 def cache_with(*states: ServiceState, **settings: object) -> SnapshotCache:
-    return users_cache(*states, **settings)[0]
+    return users_cache(*states, clock=time.time, **settings)[0]
 
 
-def users_cache(*states: ServiceState, **settings: object) -> tuple[SnapshotCache, StickyTable]:
+def users_cache(
+    *states: ServiceState, clock: Callable[[], float] = time.time, **settings: object
+) -> tuple[SnapshotCache, StickyTable]:
     """A cache following a sticky table, as the xDS server wires them."""
     sticky = StickyTable(window_s=3600)
-    cache = SnapshotCache(XdsSettings.model_validate(settings), sticky.routes)
+    cache = SnapshotCache(XdsSettings.model_validate(settings), sticky.routes, clock)
     sticky.observer = cache.user_changed
     cache.replace_all(states)
     return cache, sticky
@@ -303,6 +307,25 @@ def test_a_user_moved_off_a_pod_that_already_lost_its_label_goes_out_at_once() -
     cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.DOWN))})
     sticky.move(LOBBY, ["bob"], 0)  # the failover's move comes after the endpoint change
     assert scopes(cache)["ubob"] == "stateful-route:games/lobby=0"
+
+
+def placement_vhost(cache: SnapshotCache, name: str) -> dict[str, object]:
+    found = cache.snapshot(ADS).type(res.ROUTE).resources[name]  # type: ignore[union-attr]
+    [host] = json.loads(found.json)["virtualHosts"]
+    route: dict[str, object] = host["routes"][0]
+    return route
+
+
+def test_a_failed_pods_route_asks_where_its_users_went_but_a_fenced_pods_waits() -> None:
+    lobby = service_state("games", "lobby", [9000, 9001, 9002])
+    cache, sticky = users_cache(lobby, clock=lambda: 1000.0)
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    sticky.put(LOBBY, "carol", 2, seen=0)
+    dead = PodHealth(state=PodState.DOWN)
+    hung = PodHealth(state=PodState.DOWN, fenced_until=1004.0)  # requests may be in flight
+    cache.update({LOBBY: with_pod(with_pod(lobby, 1, health=dead), 2, health=hung)})
+    assert "directResponse" in placement_vhost(cache, "stateful-route:games/lobby=1")
+    assert "route" in placement_vhost(cache, "stateful-route:games/lobby=2")
 
 
 EPOCH_HEADER = "x-stateful-route-epoch"

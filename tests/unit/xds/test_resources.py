@@ -10,7 +10,7 @@ import pytest
 
 from controlplane.domain import PodHealth, PodState, ServiceState, Strategy
 from controlplane.xds import resources as res
-from controlplane.xds.naming import POD_SUBSET_KEY, SCOPE_KEY_HEADER
+from controlplane.xds.naming import MOVED_SCRIPT, POD_SUBSET_KEY, SCOPE_KEY_HEADER
 from controlplane.xds.render import render
 from tests.support.state import service_state
 
@@ -167,6 +167,31 @@ def test_one_route_configuration_serves_every_user_of_a_placement() -> None:
     }
 
 
+def test_the_route_of_a_pod_that_holds_its_users_no_more_asks_the_miss_path_else_503() -> None:
+    lobby = service_state("games", "lobby", [9000], uid_header="x-player")
+    chat = service_state("games", "chat", [9100, 9101])
+    services = {"games/lobby": lobby.service, "games/chat": chat.service}
+    placement = (("games/chat", 1), ("games/lobby", 0))
+    config = res.build_placement_route(services, placement, gone={("games/lobby", 0)}).to_dict()
+    routes = {h["name"]: h["routes"][0] for h in config["virtualHosts"]}
+    moved = routes["games/lobby"]
+    # The Lua filter runs its script for gone pods here, which reads what to ask from the
+    # route's metadata.
+    assert moved["typedPerFilterConfig"][res.LUA_FILTER]["name"] == MOVED_SCRIPT
+    assert moved["metadata"]["filterMetadata"][res.LUA_FILTER] == {
+        "service": "games/lobby",
+        "uid_header": "x-player",
+        "moved": "true",
+    }
+    # What stands when the control plane cannot say: no pod Envoy picks.
+    assert moved["directResponse"]["status"] == 503
+    assert "route" not in moved
+    # The user's other service keeps its pod.
+    assert routes["games/chat"]["route"]["metadataMatch"] == {
+        "filterMetadata": {"envoy.lb": {POD_SUBSET_KEY: "1"}}
+    }
+
+
 def test_balanced_routes_tell_the_miss_path_the_service_and_its_uid_header() -> None:
     route = balanced_route(service_state("games", "lobby", [9000], uid_header="x-player"))
     about = route["metadata"]["filterMetadata"][res.LUA_FILTER]
@@ -192,9 +217,14 @@ def test_the_listener_keys_scopes_on_the_uid_headers_and_runs_only_lua_and_the_r
         res.LUA_FILTER,
         "envoy.filters.http.router",
     ]
-    lua = manager["httpFilters"][0]["typedConfig"]["defaultSourceCode"]["inlineString"]
-    assert '"edge"' in lua  # the group, so the control plane waits for the right Envoys
-    assert not re.search(r"@[A-Z_]+@", lua)  # every placeholder filled in
+    lua = manager["httpFilters"][0]["typedConfig"]
+    on_miss = lua["defaultSourceCode"]["inlineString"]
+    on_moved = lua["sourceCodes"][MOVED_SCRIPT]["inlineString"]
+    for script in (on_miss, on_moved):
+        assert '"edge"' in script  # the group, so the control plane waits for the right Envoys
+        assert not re.search(r"@[A-Z_]+@", script)  # every placeholder filled in
+    assert on_miss.endswith("envoy_on_request = on_miss\n")
+    assert on_moved.endswith("envoy_on_request = on_moved\n")
 
 
 def test_envoy_health_check_events_go_to_the_file_the_control_plane_follows() -> None:
