@@ -362,9 +362,12 @@ class SnapshotCache:
             for pod in p.state.pods
         }
         now = self._clock()
+        # Not with an epoch header: a moved user's new pod must send the raised epoch, which
+        # reaches Envoy with the service change its users' scopes wait for (``changes``).
         gone = {
             (cluster_name(k), pod.index)
             for k, p in self._parts.items()
+            if p.state.service.settings.failover.epoch_header is None
             for pod in p.state.pods
             if not pod.holds_users(now)
         }

@@ -31,6 +31,7 @@ from tests.support.state import service_state
 ADS = SnapshotKey("default", res.SourceKind.ADS)
 REST = SnapshotKey("default", res.SourceKind.REST)
 LOBBY = ServiceKey("games", "lobby")
+EPOCH_HEADER = "x-stateful-route-epoch"
 
 
 def cache_with(*states: ServiceState, **settings: object) -> SnapshotCache:
@@ -328,7 +329,14 @@ def test_a_failed_pods_route_asks_where_its_users_went_but_a_fenced_pods_waits()
     assert "route" in placement_vhost(cache, "stateful-route:games/lobby=2")
 
 
-EPOCH_HEADER = "x-stateful-route-epoch"
+def test_a_failed_pods_route_waits_for_scopes_when_the_service_sends_an_epoch() -> None:
+    # The new pod's raised epoch travels with the service change the scopes wait for; the
+    # miss path's answer would not wait for it.
+    lobby = service_state("games", "lobby", [9000, 9001], failover={"epoch_header": EPOCH_HEADER})
+    cache, sticky = users_cache(lobby)
+    sticky.put(LOBBY, "bob", 1, seen=0)
+    cache.update({LOBBY: with_pod(lobby, 1, health=PodHealth(state=PodState.DOWN))})
+    assert "route" in placement_vhost(cache, "stateful-route:games/lobby=1")
 
 
 def epoch_in_route(cache: SnapshotCache, name: str) -> str | None:
