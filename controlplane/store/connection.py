@@ -14,9 +14,11 @@ from typing import Any, TypeAlias
 from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, ConnectionError
 
 from controlplane.errors import InvalidInput
 from controlplane.store.config import RedisSettings, RedisTopology
@@ -25,6 +27,14 @@ RedisClient: TypeAlias = Redis | RedisCluster
 """What the store talks to; both expose the same command methods."""
 
 _HEALTH_CHECK_INTERVAL_S = 10
+
+
+def _reconnect_once() -> Retry:
+    """A pooled connection opened before Redis restarted is a dead socket: its next command
+    fails at once. Tried again on a new connection, that command succeeds instead of taking a
+    request down the Redis-unreachable path. Only connection errors, once: a timeout may mean
+    the command ran, and a Redis that is away fails the second try at once too."""
+    return Retry(NoBackoff(), retries=1, supported_errors=(ConnectionError,))
 
 
 def connect(
@@ -120,6 +130,7 @@ def _single(url: str, common: dict[str, Any], max_connections: int, timeout_s: f
         max_connections=max_connections,
         timeout=timeout_s,
         health_check_interval=_HEALTH_CHECK_INTERVAL_S,
+        retry=_reconnect_once(),
         **common,
     )
     return Redis.from_pool(pool)  # the client owns the pool and closes it
@@ -167,6 +178,7 @@ def _sentinel(settings: RedisSettings, master: str, common: dict[str, Any]) -> R
         connection_pool_class=_BlockingSentinelPool,
         db=settings.sentinel_db,
         health_check_interval=_HEALTH_CHECK_INTERVAL_S,
+        retry=_reconnect_once(),
         **common,
     )
     client.sentinel_manager = sentinel

@@ -118,3 +118,21 @@ async def test_without_redis_new_users_stay_within_the_bound_known_users_keep_th
     assert len(manager.sticky.routes(KEY)) == 20
     assert during_old == before
     await manager.close()
+
+
+async def test_every_pooled_connection_works_again_once_redis_is_back(
+    own_redis: RedisServer,
+) -> None:
+    # Connections opened before a restart are dead sockets; each is reconnected on its first
+    # use instead of failing that command (a user placed then would miss its binding).
+    store = Store.from_url(own_redis.url)
+    try:
+        await asyncio.gather(*(store.redis.blpop(["nothing"], timeout=0.2) for _ in range(8)))
+        own_redis.kill()
+        await asyncio.to_thread(own_redis.start)
+        answers = await asyncio.gather(
+            *(store.redis.ping() for _ in range(8)), return_exceptions=True
+        )
+        assert answers == [True] * 8
+    finally:
+        await store.close()
