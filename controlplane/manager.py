@@ -170,6 +170,10 @@ class StatefulRouteManager:
         """
         return await self.router.route_request(request)
 
+    async def bound_route(self, request: RouteRequest) -> RouteResult | None:
+        """The user's pod while that pod keeps it, else None; nothing is placed."""
+        return await self.router.bound_route(request)
+
     async def get_best_pod(
         self, key: ServiceKey, strategy: Strategy | None = None, uid: str = ""
     ) -> int:

@@ -9,6 +9,10 @@ which the group's Envoys hold since that placement's first user: the filter sele
 this very request lands on the user's pod, with no wait for the user's own scope. Only for a
 placement's first user does the answer wait until the group's Envoys acknowledged it.
 
+The route of a failed pod's users (while their scopes still name it) asks too, with
+``MOVED_HEADER``: then only a user its pod's failover has already moved gets an answer (the
+scope of its new pod); one still bound to the failed pod gets 503, and its request too.
+
 A new user past its service's ``NewUserLimits`` is not placed: the answer (503) makes the
 filter select the balanced route, or (429, ``over_limit: reject``) answer 429 itself.
 
@@ -36,6 +40,7 @@ from controlplane.manager import StatefulRouteManager
 from controlplane.xds.naming import (
     GROUP_HEADER,
     MISS_PATH,
+    MOVED_HEADER,
     SCOPE_KEY_HEADER,
     SERVICE_HEADER,
     UID_HEADER,
@@ -74,9 +79,14 @@ class MissPath:
         )
         if refusal is not None:
             return web.Response(status=403, text=refusal)
+        moved = request.headers.get(MOVED_HEADER) == "1"
         try:
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
-            await self._metrics.timed_route(self._manager.route_request, route)
+            if moved and await self._manager.bound_route(route) is None:
+                # Its pod's failover has not moved it yet: Envoy's 503 stands meanwhile.
+                return web.Response(status=503, text=f"user {uid!r} is not moved yet")
+            if not moved:
+                await self._metrics.timed_route(self._manager.route_request, route)
         except InvalidInput as exc:
             return web.Response(status=400, text=f"invalid request: {exc}")
         except UnknownService as exc:

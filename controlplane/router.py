@@ -85,18 +85,37 @@ class Router:
         except RedisError as exc:
             return self._route_without_redis(key, request, exc)
 
+    async def bound_route(self, request: RouteRequest) -> RouteResult | None:
+        """The user's pod while that pod keeps it; None if it is unbound or bound to a pod
+        that keeps it no more. Nothing is placed: a failed pod's users are its failover's."""
+        key = ServiceKey(request.namespace, request.service_name)
+        try:
+            cached = await self._services.get(key)
+            return self._kept(key, cached, request, await self._lookup(cached.keys, request.uid))
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis is unreachable: {exc}") from exc
+
+    def _kept(
+        self, key: ServiceKey, cached: CachedService, request: RouteRequest, bound: int | None
+    ) -> RouteResult | None:
+        """The route of a user bound to pod ``bound`` while that pod keeps it (the user is seen
+        now); None otherwise."""
+        pod = cached.pods.get(bound) if bound is not None else None
+        now = self._clock()
+        if pod is None or not pod.holds_users(now):
+            return None
+        self._seen.setdefault(key, {})[request.uid] = now
+        self.sticky.put(key, request.uid, pod.index, now)
+        return _result(pod, request.strategy or cached.service.settings.strategy, new=False)
+
     async def _route_request(self, key: ServiceKey, request: RouteRequest) -> RouteResult:
         cached = await self._services.get(key)
         strategy = request.strategy or cached.service.settings.strategy
         uid = request.uid
         bound = await self._lookup(cached.keys, uid)
-        if bound is not None:
-            pod = cached.pods.get(bound)
-            now = self._clock()
-            if pod is not None and pod.holds_users(now):
-                self._seen.setdefault(key, {})[uid] = now
-                self.sticky.put(key, uid, bound, now)
-                return _result(pod, strategy, new=False)
+        kept = self._kept(key, cached, request, bound)
+        if kept is not None:
+            return kept
         if bound is None:
             self.new_users.check(key, cached.service.settings.new_users)
         out = sitting_out(cached.pods, self._clock())

@@ -20,9 +20,10 @@ local function select(handle, key)
   return handle:metadata()
 end
 
--- Asks the control plane where the user goes and selects that scope. Returns true when the
--- request is settled: routed to the user's pod, or answered with the control plane's refusal.
-local function place(handle, service, uid)
+-- Asks the control plane where the user goes (with moved, only where it is bound now) and
+-- selects that scope. Returns true when the request is settled: routed to the user's pod, or
+-- answered with the control plane's refusal.
+local function place(handle, service, uid, moved)
   for attempt = 1, ATTEMPTS do
     local headers, body = handle:httpCall(CLUSTER, {
       [":method"] = "POST",
@@ -31,6 +32,7 @@ local function place(handle, service, uid)
       [@SERVICE_HEADER@] = service,
       [@UID_HEADER@] = uid,
       [@GROUP_HEADER@] = GROUP,
+      [@MOVED_HEADER@] = moved and "1" or nil,
       ["x-stateful-route-attempt"] = tostring(attempt),
     }, "", @TIMEOUT_MS@)
     local status = headers[":status"]
@@ -62,19 +64,19 @@ local function on_miss(handle)
   if uid == nil then
     return
   end
-  if not place(handle, service, uid) then
+  if not place(handle, service, uid, false) then
     select(handle, FALLBACK_KEY) -- Envoy balances the request
   end
 end
 
 -- The route of a pod that holds its users no more (its own script, named on that route):
--- ask where the user is now. Failing that, the route's 503 stands, for a pod Envoy picked
--- would move the user twice.
+-- ask where the user is bound now. Until its pod's failover has moved it, or when the control
+-- plane cannot say, the route's 503 stands: a pod Envoy picked would move the user twice.
 local function on_moved(handle)
   local here = handle:metadata() -- read before any other scope is selected
   local own = handle:headers():get(KEY_HEADER)
   local uid = handle:headers():get(here:get("uid_header"))
-  if uid == nil or not place(handle, here:get("service"), uid) then
+  if uid == nil or not place(handle, here:get("service"), uid, true) then
     select(handle, own)
   end
 end

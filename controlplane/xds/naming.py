@@ -38,6 +38,9 @@ POD_SUBSET_KEY = "pod"
 SERVICE_HEADER = "x-stateful-route-service"
 UID_HEADER = "x-stateful-route-uid"
 GROUP_HEADER = "x-stateful-route-group"
+# Set on the call of a gone pod's route: only where the user is bound now is asked for (its
+# pod's failover moves it; the call must not place it first).
+MOVED_HEADER = "x-stateful-route-moved"
 
 
 def cluster_name(key: ServiceKey) -> str:

@@ -123,6 +123,7 @@ from controlplane.xds.naming import (
     LISTENER_NAME,
     MISS_PATH,
     MISS_PATH_CLUSTER,
+    MOVED_HEADER,
     MOVED_SCRIPT,
     POD_SUBSET_KEY,
     SCOPE_KEY_HEADER,
@@ -444,8 +445,9 @@ def build_placement_route(
 
 def _moved_host(service: Service) -> VirtualHost:
     """The virtual host of a service whose pod no longer holds the users sent here: the Lua
-    filter's script for it (``MOVED_SCRIPT``) asks the control plane where the user is now and
-    selects that scope. Where it cannot, the route's own answer stands: 503, never a pod Envoy picks
+    filter's script for it (``MOVED_SCRIPT``) asks the control plane where the user is bound
+    now and selects that scope. Until the pod's failover has moved the user, or when the
+    control plane cannot say, the route's own answer stands: 503, never a pod Envoy picks
     (a user served there would move twice, its state split)."""
     about = {
         "service": str(service.key),
@@ -608,6 +610,7 @@ def _miss_path_lua(group: str) -> Lua:
         "SERVICE_HEADER": SERVICE_HEADER,
         "UID_HEADER": UID_HEADER,
         "GROUP_HEADER": GROUP_HEADER,
+        "MOVED_HEADER": MOVED_HEADER,
         "GROUP": group,
     }
     code = template

@@ -12,6 +12,7 @@ from pytest_aiohttp import AiohttpClient
 
 from controlplane.admin.metrics import AdminMetrics
 from controlplane.domain import (
+    FailoverType,
     NewUserLimits,
     OverLimit,
     Pod,
@@ -27,6 +28,7 @@ from controlplane.xds.clients import Transport
 from controlplane.xds.naming import (
     GROUP_HEADER,
     MISS_PATH,
+    MOVED_HEADER,
     SCOPE_KEY_HEADER,
     SERVICE_HEADER,
     UID_HEADER,
@@ -150,3 +152,37 @@ async def test_a_new_user_past_the_services_limits_is_balanced_or_rejected_as_it
     labels = {"namespace": "games", "service": "lobby", "reason": "max_bound_users"}
     refused = metrics.registry.get_sample_value("stateful_route_new_users_refused_total", labels)
     assert refused == 1
+
+
+async def test_a_failed_pods_route_learns_only_where_its_failover_moved_a_user(
+    aiohttp_client: AiohttpClient, store: Store, manager: StatefulRouteManager
+) -> None:
+    leader = StatefulRouteManager(store, view_ttl_s=0.0)  # sees the follower's change at once
+    # The route of a failed pod asks with MOVED_HEADER: it must not place the user itself, or
+    # users would leave the pod without its failover (and its event) knowing.
+    lobby = ServiceKey("games", "lobby")
+    for uid in ("erin", "frank"):
+        await leader.migrate_user(lobby, uid, 1)
+    follower = StatefulRouteManager(store, view_ttl_s=0.0, is_leader=lambda: False)
+    xds = XdsServer(follower)
+    await xds.start()
+    try:
+        xds.cache.snapshot(SnapshotKey("default", SourceKind.ADS))
+        app = web.Application()
+        app.router.add_routes(MissPath(follower, AdminMetrics(), xds).routes())
+        client = await aiohttp_client(app)
+        await follower.handle_pod_failure(lobby, 1, "test")  # the leader's job to move them
+        moved = {**asking("erin"), MOVED_HEADER: "1"}
+        assert (await client.post(MISS_PATH, headers=moved)).status == 503
+        assert (await leader.get_binding(lobby, "erin")).pod == 1  # still there
+        await leader.failover.reconcile()  # the leader moves the failed pod's users
+        pod = (await leader.get_binding(lobby, "erin")).pod
+        answer = await client.post(MISS_PATH, headers=moved)
+        assert answer.status == 200
+        assert answer.headers[SCOPE_KEY_HEADER] == f"=stateful-route:games/lobby={pod}"
+        [event] = await leader.get_failover_history(lobby, 1, kind=FailoverType.POD_FAILURE)
+        assert (event.pod, event.affected_users) == (1, 2)
+    finally:
+        await xds.stop()
+        await follower.close()
+        await leader.close()
