@@ -36,6 +36,17 @@ async def seconds_until_empty(store: Store, pod: int, deadline_s: float) -> floa
     return loop.time() - started
 
 
+async def seconds_until_below(store: Store, pod: int, users: int, deadline_s: float) -> float:
+    """Seconds until ``pod`` holds fewer than ``users`` (its first user moved)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    keys = store.keys(KEY)
+    while (await store.bindings.count_per_pod(keys, [pod]))[pod] >= users:
+        assert loop.time() - started < deadline_s, "the drain did not start in time"
+        await asyncio.sleep(0.01)
+    return loop.time() - started
+
+
 async def drain_events(manager: StatefulRouteManager) -> list[tuple[str, int]]:
     return [
         (event.reason, event.affected_users)
@@ -74,9 +85,11 @@ async def test_a_drain_asked_of_a_follower_is_moved_by_the_leader_alone_at_the_r
     task = asyncio.create_task(upkeep())
     try:
         await follower.drain_pod(KEY, 0, move_users_per_s=4)
+        # The leader starts at a reconcile once it sees the drain; from its first move, the
+        # other 7 users at 4/s take 1.75 s.
+        await seconds_until_below(store, 0, 8, deadline_s=3)
         took = await seconds_until_empty(store, 0, deadline_s=6)
-        # 8 users at 4/s: 2 s, plus at most one reconcile interval for the leader to start.
-        assert took == pytest.approx(2.0, rel=0.1)
+        assert took == pytest.approx(1.75, rel=0.1)
         for _ in range(100):
             if await drain_events(leader):
                 break
