@@ -209,11 +209,22 @@ class EnvoyProcess:
                         )
                     await asyncio.sleep(0.02)
         except TimeoutError:
-            await self.stop()
+            await self._abandon()
             raise TimeoutError(
                 f"envoy not ready in {self.start_timeout_s}s: {self.log_tail()}"
             ) from None
+        except BaseException:
+            await self._abandon()
+            raise
         return self
+
+    async def _abandon(self) -> None:
+        """A start that failed: stop the process and close the admin session (the caller
+        holds no EnvoyProcess to close); the working directory stays, with Envoy's log."""
+        await self.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         config_path = self.workdir / "bootstrap.json"
