@@ -7,6 +7,7 @@ restart its parts. Every process is started here, in its own session, and stoppe
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -34,6 +35,8 @@ NAMESPACE, SERVICE, UID_HEADER = "demo", "echo", "x-uid"
 
 Transport = Literal["rest", "ads", "delta"]
 Progress = Callable[[str], None]
+
+log = logging.getLogger("stateful_route.stack")
 
 
 class ManagedProcess:
@@ -217,6 +220,8 @@ class LocalStack:
             progress("waiting for the control plane to see every pod healthy")
             await self.wait_until_pods_healthy()
         except BaseException:
+            if self.controlplane is not None:  # its log goes with the working directory
+                log.warning("stack_failed controlplane_log_tail=\n%s", self.controlplane.log_tail())
             await self.stop()
             raise
         return self
