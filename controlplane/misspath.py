@@ -82,11 +82,11 @@ class MissPath:
         moved = request.headers.get(MOVED_HEADER) == "1"
         try:
             route = parse(RouteRequest, {"namespace": namespace, "service": name, "uid": uid})
-            if moved and await self._manager.bound_route(route) is None:
-                # Its pod's failover has not moved it yet: Envoy's 503 stands meanwhile.
-                return web.Response(status=503, text=f"user {uid!r} is not moved yet")
             if not moved:
                 await self._metrics.timed_route(self._manager.route_request, route)
+            elif await self._manager.bound_route(route) is None:
+                # Its pod's failover has not moved it yet: Envoy's 503 stands meanwhile.
+                return web.Response(status=503, text=f"user {uid!r} is not moved yet")
         except InvalidInput as exc:
             return web.Response(status=400, text=f"invalid request: {exc}")
         except UnknownService as exc:
