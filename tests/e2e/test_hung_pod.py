@@ -11,6 +11,7 @@ healthy by then). Every SIGSTOP is undone in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -135,25 +136,15 @@ async def test_a_pod_stopped_for_less_than_the_grace_keeps_its_users_with_no_err
     client: Client,
 ) -> None:
     await client.stack.wait_until_pods_healthy()
-    pod, victims = await users_of_one_pod(client, "pause")
-    load = Load(client, victims)
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
-    process = client.stack.pods[pod]
-    try:
-        await client.until(more_answers(load, 20))
-        process.pause()
-        paused = time.monotonic()
+    async with paused_under_load(client, "pause") as hung:
+        pod, victims, load, paused = hung.pod, hung.victims, hung.load, hung.paused
         # Stopped past the unhealthy threshold, less than the grace and the route timeout.
         await client.until(lambda: _state_is(client, pod, "suspect"), timeout_s=5, every_s=0.05)
         await asyncio.sleep(max(0.0, paused + PAUSE_S - time.monotonic()))
-    finally:
-        process.resume()
     stopped_for = time.monotonic() - paused
     await client.until(lambda: _state_is(client, pod, "healthy"), timeout_s=10)
     await client.until(more_answers(load, 20))
-    stop.set()
-    await running
+    await hung.stop_load()
     slowest = max(a.took for a in load.answers)
     print(f"\npause {stopped_for:.2f}s: {len(load.answers)} answers, slowest {slowest:.2f}s")
     assert load.errors() == []
@@ -166,27 +157,17 @@ async def test_a_pod_hung_past_the_grace_loses_its_users_once_and_answers_none_o
     client: Client,
 ) -> None:
     await client.stack.wait_until_pods_healthy(timeout_s=30)
-    pod, victims = await users_of_one_pod(client, "hang")
-    load = Load(client, victims)
-    stop = asyncio.Event()
-    running = asyncio.create_task(load.run(stop))
-    process = client.stack.pods[pod]
-    try:
-        await client.until(more_answers(load, 20))
-        process.pause()
-        paused = time.monotonic()
+    async with paused_under_load(client, "hang") as hung:
+        pod, victims, load, paused = hung.pod, hung.victims, hung.load, hung.paused
         await client.until(lambda: _failed(client, pod), timeout_s=20, every_s=0.05)
         failed_after = time.monotonic() - paused
         # Resumed soon after its failure: it answers whatever still waits on it. Without the
         # fence its users have moved by now and those answers reach them late.
         await asyncio.sleep(0.5)
-    finally:
-        process.resume()
     await client.until(lambda: _all_moved(client, victims, pod), timeout_s=20)
     moved_after = time.monotonic() - paused
     await client.until(more_answers(load, 3 * len(victims)), timeout_s=20)
-    stop.set()
-    await running
+    await hung.stop_load()
     late = load.late_answers(pod)
     print(
         f"\nhang: failed {failed_after:.2f}s and users moved {moved_after:.2f}s after the stop; "
@@ -198,6 +179,39 @@ async def test_a_pod_hung_past_the_grace_loses_its_users_once_and_answers_none_o
     for uid in victims:
         new_pods = [p for p in load.served_by(uid) if p != pod]
         assert len(new_pods) <= 1, (uid, new_pods)  # moved once at most
+
+
+@dataclass
+class Paused:
+    """One pod's users asking without pause while that pod is stopped (SIGSTOP)."""
+
+    pod: int
+    victims: list[str]
+    load: Load
+    paused: float  # time.monotonic() of the stop
+    _stop: asyncio.Event
+    _running: asyncio.Task[None]
+
+    async def stop_load(self) -> None:
+        self._stop.set()
+        await self._running
+
+
+@contextlib.asynccontextmanager
+async def paused_under_load(client: Client, prefix: str) -> AsyncIterator[Paused]:
+    """Bind users of one pod, keep them asking, stop their pod once they are answered; the
+    pod runs again on leaving (the load goes on until ``stop_load``)."""
+    pod, victims = await users_of_one_pod(client, prefix)
+    load = Load(client, victims)
+    stop = asyncio.Event()
+    running = asyncio.create_task(load.run(stop))
+    process = client.stack.pods[pod]
+    try:
+        await client.until(more_answers(load, 20))
+        process.pause()
+        yield Paused(pod, victims, load, time.monotonic(), stop, running)
+    finally:
+        process.resume()
 
 
 def more_answers(load: Load, count: int) -> Callable[[], Awaitable[bool]]:
