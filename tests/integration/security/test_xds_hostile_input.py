@@ -20,6 +20,7 @@ from grpclib.exceptions import GRPCError
 from controlplane.xds import resources as res
 from controlplane.xds import wire
 from controlplane.xds.config import XdsSettings
+from tests.support.raw_grpc import Raw
 from tests.support.state import MemoryStateSource, service_state
 from tests.support.xds_stack import XdsStack
 
@@ -110,20 +111,6 @@ async def test_a_rest_body_over_the_limit_is_413(stack: XdsStack) -> None:
 
 
 # -- gRPC ------------------------------------------------------------------------------------
-
-
-class Raw:
-    """A message that is whatever bytes it holds, both ways (grpclib's codec calls these)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @staticmethod
-    def FromString(data: bytes) -> bytes:
-        return data
 
 
 def deep_struct(depth: int) -> bytes:

@@ -26,6 +26,7 @@ from controlplane.tls import client_context
 from controlplane.xds import resources as res
 from controlplane.xds import wire
 from controlplane.xds.config import XdsSettings, XdsTlsSettings
+from tests.support.raw_grpc import Raw
 from tests.support.state import MemoryStateSource
 from tests.support.waiting import eventually
 from tests.support.xds_stack import XdsStack
@@ -106,18 +107,6 @@ async def ads_responses(stack: XdsStack, context: ssl.SSLContext, group: str) ->
             return replies
     finally:
         channel.close()
-
-
-class Raw:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @staticmethod
-    def FromString(data: bytes) -> bytes:
-        return data
 
 
 async def test_a_certificate_of_the_ca_naming_its_group_is_served_over_rest_and_ads(
